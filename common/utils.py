@@ -1,0 +1,270 @@
+"""Distributed, precision, optimisation, checkpoint and run-directory plumbing shared by the scripts."""
+import contextlib
+import functools
+import glob
+import json
+import math
+import os
+import random
+import sys
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.distributed as torch_dist
+import torch.nn.functional as F
+
+from common import UserError
+
+
+# ---------------------------------------------------------------- errors
+def user_errors(main):
+    """Turn a UserError into one line on stderr and exit code 2, instead of a traceback."""
+    @functools.wraps(main)
+    def wrapper(*args, **kwargs):
+        try:
+            return main(*args, **kwargs)
+        except UserError as err:
+            print(f"error: {err}", file=sys.stderr)
+            sys.exit(2)
+    return wrapper
+
+
+# ---------------------------------------------------------------- distributed
+@dataclass
+class Dist:
+    rank: int
+    local_rank: int
+    world_size: int
+    device: torch.device
+
+    @property
+    def is_master(self):
+        return self.rank == 0
+
+
+def setup_distributed(device_arg, batch_size):
+    """Reads torchrun's RANK / LOCAL_RANK / WORLD_SIZE; NCCL on GPU, gloo on CPU."""
+    rank, local_rank = int(os.environ.get("RANK", 0)), int(os.environ.get("LOCAL_RANK", 0))
+    world_size = int(os.environ.get("WORLD_SIZE", 1))
+    if batch_size % world_size:
+        raise UserError(f"--batch-size {batch_size} is global and must divide by the world size {world_size}")
+    if device_arg == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda was given but no CUDA device is available")
+    use_cuda = device_arg == "cuda" or (device_arg == "auto" and torch.cuda.is_available())
+    device = torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
+    if use_cuda:
+        torch.cuda.set_device(device)
+    if world_size > 1:
+        torch_dist.init_process_group("nccl" if use_cuda else "gloo", device_id=device if use_cuda else None)
+    return Dist(rank, local_rank, world_size, device)
+
+
+def cleanup_distributed():
+    if torch_dist.is_initialized():
+        torch_dist.destroy_process_group()
+
+
+def all_reduce_sum(tensor):
+    if torch_dist.is_initialized():
+        torch_dist.all_reduce(tensor)
+    return tensor
+
+
+def seed_everything(seed, rank):
+    """Different seed per rank (augmentation, dropout); the data order is seeded separately in the loaders."""
+    random.seed(seed + rank)
+    np.random.seed(seed + rank)
+    torch.manual_seed(seed + rank)
+
+
+# ---------------------------------------------------------------- precision
+def autocast_context(amp, device):
+    """Chosen once, so the training loop has no precision branches."""
+    if amp == "none":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
+
+
+def grad_scaler(amp, device):
+    return torch.amp.GradScaler(device.type, enabled=amp == "fp16")
+
+
+# ---------------------------------------------------------------- optimisation
+def build_optimizer(args, params):
+    if args.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay,
+                               nesterov=args.nesterov)
+    optimizer = torch.optim.Adam if args.optimizer == "adam" else torch.optim.AdamW
+    return optimizer(params, lr=args.lr, betas=(0.9, 0.999), weight_decay=args.weight_decay)
+
+
+def build_scheduler(args, optimizer, steps_per_epoch, epochs=None):
+    """Per-step LR: linear warm-up over `--warmup-epochs`, then multistep, step or cosine."""
+    epochs = args.epochs if epochs is None else epochs
+    warmup, total = args.warmup_epochs * steps_per_epoch, max(1, epochs * steps_per_epoch)
+    milestones = args.milestones or [epochs // 2, epochs * 3 // 4]
+
+    def factor(step):
+        if step < warmup:
+            return (step + 1) / warmup
+        epoch = step // steps_per_epoch
+        if args.lr_schedule == "multistep":
+            return args.gamma ** sum(epoch >= m for m in milestones)
+        if args.lr_schedule == "step":
+            return args.gamma ** (epoch // args.lr_step)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+# ---------------------------------------------------------------- evaluation and speed
+@torch.no_grad()
+def evaluate(model, loader, autocast, device, memory_format=torch.contiguous_format):
+    """Top-1 / top-5 (percent) and mean CE over the whole val split, summed across ranks."""
+    was_training = model.training
+    model.eval()
+    totals = torch.zeros(4, device=device, dtype=torch.float64)  # top1 hits, top5 hits, loss sum, count
+    for images, labels in loader:
+        with autocast:
+            logits = model(images.contiguous(memory_format=memory_format))
+        logits = (logits[0] if isinstance(logits, tuple) else logits).float()
+        hits = logits.topk(min(5, logits.shape[1]), dim=1).indices == labels[:, None]
+        totals += torch.stack([hits[:, 0].sum(), hits.any(1).sum(),
+                               F.cross_entropy(logits, labels, reduction="sum"), torch.tensor(len(labels), device=device)])
+    top1, top5, loss, count = all_reduce_sum(totals).tolist()
+    model.train(was_training)
+    return {"top1": 100 * top1 / count, "top5": 100 * top5 / count, "loss": loss / count}
+
+
+class Throughput:
+    """Training images/s: time between `start()` and `stop()` of each epoch, without the run's
+    first `warmup` steps (compilation, cuDNN autotuning, DALI start-up)."""
+
+    def __init__(self, device, warmup=5):
+        self.device, self.warmup, self.steps = device, warmup, 0
+        self.images, self.seconds, self.epoch_images, self.epoch_seconds = 0, 0.0, 0, 0.0
+
+    def _sync(self):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def start(self):
+        self.t0, self.epoch_images = time.perf_counter(), 0
+
+    def step(self, batch_images):
+        self.steps += 1
+        if self.steps == self.warmup:  # one host sync in the whole run
+            self._sync()
+            self.t0 = time.perf_counter()
+        elif self.steps > self.warmup:
+            self.epoch_images += batch_images
+
+    def stop(self):
+        self._sync()
+        self.epoch_seconds = time.perf_counter() - self.t0 if self.steps > self.warmup else 0.0
+        self.images += self.epoch_images
+        self.seconds += self.epoch_seconds
+
+    @property
+    def epoch_rate(self):
+        return self.epoch_images / self.epoch_seconds if self.epoch_seconds else 0.0
+
+    @property
+    def rate(self):
+        return self.images / self.seconds if self.seconds else 0.0
+
+
+# ---------------------------------------------------------------- checkpoints
+def rng_state():
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state):
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(path, state):
+    """Write to a temporary file, then rename: a crash never leaves a half-written checkpoint."""
+    tmp = f"{path}.tmp{os.getpid()}"
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path):
+    if not os.path.isfile(path):
+        raise UserError(f"checkpoint {path} does not exist")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:
+        raise UserError(f"{path} is not a readable checkpoint ({type(err).__name__})") from None
+    if not isinstance(checkpoint, dict) or not {"model", "model_name", "num_classes"} <= checkpoint.keys():
+        raise UserError(f"{path} is not a checkpoint written by these scripts (no model/model_name/num_classes)")
+    return checkpoint
+
+
+def find_resume(resume, out_dir, exp_name):
+    """`--resume auto`: the newest last.pt of this experiment; None when there is none yet."""
+    if resume != "auto":
+        return resume
+    candidates = glob.glob(os.path.join(out_dir, f"{exp_name}__*", "last.pt"))
+    return max(candidates, key=os.path.getmtime) if candidates else None
+
+
+# ---------------------------------------------------------------- run directory
+class RunLog:
+    """`<out_dir>/<run_name>/`: args.json, metrics.jsonl, results.json and TensorBoard events.
+    Only the master process writes; on other ranks every method is a no-op."""
+
+    def __init__(self, run_dir, args, enabled, resumed_epoch=0):
+        self.run_dir, self.enabled, self.writer = run_dir, enabled, None
+        if not enabled:
+            return
+        from torch.utils.tensorboard import SummaryWriter
+        os.makedirs(run_dir, exist_ok=True)
+        with open(os.path.join(run_dir, "args.json"), "w") as f:
+            json.dump(vars(args), f, indent=2)
+        metrics = os.path.join(run_dir, "metrics.jsonl")
+        kept = []
+        if resumed_epoch and os.path.exists(metrics):  # drop epochs after the checkpoint we resume from
+            with open(metrics) as f:
+                kept = [line for line in f if json.loads(line)["epoch"] <= resumed_epoch]
+        with open(metrics, "w") as f:
+            f.writelines(kept)
+        self.writer = SummaryWriter(run_dir, purge_step=resumed_epoch + 1 if resumed_epoch else None)
+        self.writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(
+            f"|{key}|{value}|" for key, value in sorted(vars(args).items())))
+
+    def scalars(self, step, values):
+        if self.enabled:
+            for key, value in values.items():
+                self.writer.add_scalar(key, value, step)
+
+    def epoch(self, record):
+        if self.enabled:
+            with open(os.path.join(self.run_dir, "metrics.jsonl"), "a") as f:
+                f.write(json.dumps(record) + "\n")
+
+    def results(self, results):
+        if self.enabled:
+            with open(os.path.join(self.run_dir, "results.json"), "w") as f:
+                json.dump(results, f, indent=2)
+
+    def close(self):
+        if self.writer is not None:
+            self.writer.close()
+
+
+def new_run_dir(out_dir, run_name):
+    """A fresh directory name: an existing run is never overwritten."""
+    path, n = os.path.join(out_dir, run_name), 1
+    while os.path.exists(path):
+        path, n = os.path.join(out_dir, f"{run_name}-{n}"), n + 1
+    return path
