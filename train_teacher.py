@@ -192,7 +192,7 @@ def main(args):
                "epochs": epochs_done,
                "steps": step, "wall_time_s": time.time() - started + prior_wall,
                "images_per_sec": throughput.rate, "model": args.model, "dataset": args.dataset,
-               "world_size": dist.world_size}
+               "world_size": dist.world_size, "method": "baseline"}
     log.results(results)
     log.close()
     if master:

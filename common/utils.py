@@ -268,3 +268,24 @@ def new_run_dir(out_dir, run_name):
     while os.path.exists(path):
         path, n = os.path.join(out_dir, f"{run_name}-{n}"), n + 1
     return path
+
+
+def load_teacher(args, num_classes):
+    """The teacher network: from a train_teacher.py checkpoint (`--teacher PATH`), or torchvision's
+    ImageNet weights (`--teacher-model NAME --teacher-pretrained`). Checks it fits the data set."""
+    from common.models import create_model
+    if args.teacher:
+        checkpoint = load_checkpoint(args.teacher)
+        if checkpoint["num_classes"] != num_classes:
+            raise UserError(f"teacher {args.teacher} ({checkpoint['model_name']}) predicts {checkpoint['num_classes']} "
+                            f"classes but {args.dataset} has {num_classes}; train a teacher on this data set")
+        teacher = create_model(checkpoint["model_name"], num_classes)
+        teacher.load_state_dict(checkpoint["model"])
+        return teacher, checkpoint["model_name"]
+    if args.teacher_model and args.teacher_pretrained:
+        if num_classes != 1000:
+            raise UserError(f"--teacher-pretrained gives an ImageNet teacher with 1000 classes but {args.dataset} has "
+                            f"{num_classes}; fine-tune one with train_teacher.py --pretrained and pass --teacher PATH")
+        return create_model(args.teacher_model, num_classes, pretrained=True), args.teacher_model
+    raise UserError("no teacher: pass --teacher PATH (a train_teacher.py checkpoint) "
+                    "or --teacher-model NAME --teacher-pretrained")

@@ -1,0 +1,73 @@
+"""Shared test helpers: run a script in a subprocess (plain or under a 2-process torchrun) and
+make small teacher checkpoints on digits once per session."""
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # tests import common/ and the scripts' loss functions
+
+
+def _free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def run_script(script, *args, nproc=1, check=True, timeout=600):
+    """Run `script` with `args` from the repository root; nproc > 1 uses torchrun (gloo on CPU)."""
+    if nproc > 1:
+        cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}",
+               f"--master_port={_free_port()}", script, *map(str, args)]
+    else:
+        cmd = [sys.executable, script, *map(str, args)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1" if nproc > 1 else os.environ.get("OMP_NUM_THREADS", "2"),
+           "PYTHONPATH": str(ROOT)}
+    result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}")
+    return result
+
+
+def run_dirs(out_dir):
+    return sorted(p for p in Path(out_dir).iterdir() if p.is_dir())
+
+
+def only_run(out_dir):
+    """The single run directory under `out_dir`, with its results.json loaded."""
+    dirs = run_dirs(out_dir)
+    assert len(dirs) == 1, dirs
+    return dirs[0], json.loads((dirs[0] / "results.json").read_text())
+
+
+def assert_user_error(result, *words):
+    """One clear line on stderr, a non-zero exit, no traceback."""
+    assert result.returncode != 0, result.stdout
+    lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
+    assert "Traceback" not in result.stderr, result.stderr
+    assert len(lines) >= 1 and lines[-1].startswith("error: "), result.stderr
+    for word in words:
+        assert word in lines[-1], (word, lines[-1])
+
+
+QUICK = ["--epochs", "1", "--batch-size", "64", "--log-interval", "5"]
+
+
+@pytest.fixture(scope="session")
+def make_teacher(tmp_path_factory):
+    """make_teacher(model, *extra_args) -> path of best.pt of a short train_teacher.py run on digits (cached)."""
+    cache = {}
+
+    def make(model="resnet14", *extra):
+        key = (model, *extra)
+        if key not in cache:
+            out = tmp_path_factory.mktemp(f"teacher_{model}")
+            run_script("train_teacher.py", "--model", model, "--epochs", "3", "--out-dir", out, *extra)
+            cache[key] = only_run(out)[0] / "best.pt"
+        return cache[key]
+    return make
