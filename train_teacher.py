@@ -131,7 +131,8 @@ def main(args):
     # ALGO LOGIC: the loss
     criterion = nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
 
-    throughput = Throughput(device)
+    planned_steps = (args.epochs - start_epoch) * len(train_loader)
+    throughput = Throughput(device, min(planned_steps, args.max_steps or planned_steps))
     step = start_epoch * len(train_loader)
     metrics, epochs_done = None, start_epoch
     for epoch in range(start_epoch, args.epochs):

@@ -11,6 +11,7 @@ training device, this rank's shard only, and has `set_epoch(epoch)` and `len()`.
 import csv
 import math
 import os
+import pickle
 
 import numpy as np
 import torch
@@ -59,17 +60,41 @@ def load_digits_arrays():
     return (x_train, y_train), (x_val, y_val), 10
 
 
+CIFAR_LAYOUT = {  # torchvision's on-disk format: python pickles of (N, 3072) uint8 rows
+    "cifar10": ("cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], ["test_batch"],
+                "batches.meta", b"labels", b"label_names"),
+    "cifar100": ("cifar-100-python", ["train"], ["test"], "meta", b"fine_labels", b"fine_label_names"),
+}
+
+
 def load_cifar_arrays(name, data_dir, download):
-    from torchvision.datasets import CIFAR10, CIFAR100
-    cls = CIFAR10 if name == "cifar10" else CIFAR100
+    folder, train_files, val_files, meta_file, label_key, names_key = CIFAR_LAYOUT[name]
+    root = os.path.join(data_dir, folder)
+    if not os.path.isdir(root):
+        if not download:
+            raise DataError(f"{name} not found: no {root}; add --download to fetch it, or point --data-dir at "
+                            f"the folder that holds {folder}/")
+        from torchvision.datasets import CIFAR10, CIFAR100
+        try:  # torchvision downloads, checks the MD5 and extracts
+            (CIFAR10 if name == "cifar10" else CIFAR100)(data_dir, download=True)
+        except OSError as err:  # URLError is an OSError
+            raise DataError(f"could not download {name} into {data_dir} ({err}); fetch it on a machine with "
+                            "network access and copy the extracted folder there") from None
+
+    def read(files):
+        images, labels = [], []
+        for f in files:
+            with open(os.path.join(root, f), "rb") as fh:
+                batch = pickle.load(fh, encoding="bytes")
+            images.append(np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
+            labels += batch[label_key]
+        return np.concatenate(images), np.array(labels)
     try:
-        train, val = cls(data_dir, train=True, download=download), cls(data_dir, train=False, download=download)
-    except RuntimeError as err:
-        raise DataError(f"{name} not found under --data-dir {data_dir} ({err}); add --download to fetch it") from None
-    except OSError as err:  # URLError is an OSError: offline --download
-        raise DataError(f"could not download {name} into {data_dir} ({err}); fetch it on a machine with network "
-                        "access and copy the extracted folder there") from None
-    return ((train.data, np.array(train.targets)), (val.data, np.array(val.targets)), len(train.classes))
+        with open(os.path.join(root, meta_file), "rb") as fh:
+            num_classes = len(pickle.load(fh, encoding="bytes")[names_key])
+        return read(train_files), read(val_files), num_classes
+    except (OSError, KeyError, pickle.UnpicklingError, ValueError) as err:
+        raise DataError(f"{root} is not a complete {name} folder ({type(err).__name__}: {err})") from None
 
 
 def make_fake_arrays(image_size, num_classes, num_train=2048, num_val=512, seed=0):
@@ -179,26 +204,28 @@ class TensorLoader:
         n, _, h, w = images.shape
         if self.pad:
             padded = torch.nn.functional.pad(images, (self.pad,) * 4)
-            dy = torch.randint(0, 2 * self.pad + 1, (n, 1), generator=generator).to(images.device)
-            dx = torch.randint(0, 2 * self.pad + 1, (n, 1), generator=generator).to(images.device)
+            dy = torch.randint(0, 2 * self.pad + 1, (n, 1), generator=generator, device=images.device)
+            dx = torch.randint(0, 2 * self.pad + 1, (n, 1), generator=generator, device=images.device)
             rows = (dy + torch.arange(h, device=images.device))[:, None, :, None]
             cols = (dx + torch.arange(w, device=images.device))[:, None, None, :]
             channels = torch.arange(images.shape[1], device=images.device)[None, :, None, None]
             images = padded[torch.arange(n, device=images.device)[:, None, None, None], channels, rows, cols]
         if self.flip:
-            flip = (torch.rand(n, generator=generator) < 0.5).to(images.device)
+            flip = torch.rand(n, generator=generator, device=images.device) < 0.5
             images = torch.where(flip[:, None, None, None], images.flip(3), images)
         return images
 
+    def indices(self):
+        """This rank's sample indices for the current epoch, in order."""
+        if not self.train:
+            return torch.arange(self.rank, len(self.labels), self.world_size)
+        order = torch.randperm(len(self.labels), generator=torch.Generator().manual_seed(self.seed * 100_003 + self.epoch))
+        return order[self.rank::self.world_size][: self.num_batches * self.batch_size]
+
     def __iter__(self):
-        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        if self.train:
-            order = torch.randperm(len(self.labels), generator=generator)
-            shard = order[self.rank::self.world_size][: self.num_batches * self.batch_size]
-            generator.manual_seed(self.seed * 100_003 + self.epoch * 7919 + self.rank + 1)  # per-rank augmentation
-        else:
-            shard = torch.arange(self.rank, len(self.labels), self.world_size)
-        shard = shard.to(self.images.device)
+        shard = self.indices().to(self.images.device)
+        # augmentation draws on the data's device: no host round trip per batch
+        generator = torch.Generator(self.images.device).manual_seed(self.seed * 100_003 + self.epoch * 7919 + self.rank + 1)
         for start in range(0, len(shard), self.batch_size):
             index = shard[start:start + self.batch_size]
             images = self.images[index]
@@ -312,7 +339,7 @@ class DaliLoader:
                         device_id=(device.index or 0) if on_gpu else None, prefetch_queue_depth=2)
         pipe.build()
         self.iterator = DALIGenericIterator(
-            pipe, ["images", "labels"], reader_name="Reader", auto_reset=True,
+            pipe, ["images", "labels"], reader_name="Reader", auto_reset=True, prepare_first_batch=False,
             last_batch_policy=LastBatchPolicy.DROP if train else LastBatchPolicy.PARTIAL)
 
     def set_epoch(self, epoch):

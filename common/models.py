@@ -234,3 +234,21 @@ def stage_shapes(model, name, image_shape):
     _, features = with_stages(model, name)(torch.zeros(1, *image_shape))
     model.train(was_training)
     return [tuple(f.shape[1:]) for f in features]
+
+
+def stage_modules(model, name):
+    """Lists of the modules of the stem (index 0), of each stage k (1..K) and of the head (K + 1),
+    from `STAGE_NODES` and the order in which `model` registers its modules: a module belongs to the
+    stage node it sits under, else to the next node registered after it (the head when none is).
+    Containers spanning several groups (the model itself, `features`) are left out."""
+    nodes = STAGE_NODES[name]
+    groups, seen = [[] for _ in range(len(nodes) + 1)], 0
+    for module_name, module in model.named_modules():
+        under = [i for i, node in enumerate(nodes) if module_name == node or module_name.startswith(f"{node}.")]
+        if under:
+            groups[under[0]].append(module)
+            seen = max(seen, under[0] + 1)
+        elif module_name and not any(node.startswith(f"{module_name}.") for node in nodes):
+            groups[seen].append(module)
+    assert seen == len(nodes), f"{name}: stage nodes {nodes} are not all modules"
+    return groups

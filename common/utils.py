@@ -139,10 +139,10 @@ def evaluate(model, loader, autocast, device, memory_format=torch.contiguous_for
 
 class Throughput:
     """Training images/s: time between `start()` and `stop()` of each epoch, without the run's
-    first `warmup` steps (compilation, cuDNN autotuning, DALI start-up)."""
+    first steps (compilation, cuDNN autotuning, DALI start-up): 5, or a quarter of a short run."""
 
-    def __init__(self, device, warmup=5):
-        self.device, self.warmup, self.steps = device, warmup, 0
+    def __init__(self, device, planned_steps=20):
+        self.device, self.warmup, self.steps = device, min(5, max(1, planned_steps // 4)), 0
         self.images, self.seconds, self.epoch_images, self.epoch_seconds = 0, 0.0, 0, 0.0
 
     def _sync(self):

@@ -19,7 +19,7 @@ def _free_port():
         return sock.getsockname()[1]
 
 
-def run_script(script, *args, nproc=1, check=True, timeout=600):
+def run_script(script, *args, nproc=1, check=True, timeout=600, env=None):
     """Run `script` with `args` from the repository root; nproc > 1 uses torchrun (gloo on CPU)."""
     if nproc > 1:
         cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}",
@@ -27,7 +27,7 @@ def run_script(script, *args, nproc=1, check=True, timeout=600):
     else:
         cmd = [sys.executable, script, *map(str, args)]
     env = {**os.environ, "OMP_NUM_THREADS": "1" if nproc > 1 else os.environ.get("OMP_NUM_THREADS", "2"),
-           "PYTHONPATH": str(ROOT)}
+           "PYTHONPATH": str(ROOT), **(env or {})}
     result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
     if check and result.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}")
@@ -71,3 +71,28 @@ def make_teacher(tmp_path_factory):
             cache[key] = only_run(out)[0] / "best.pt"
         return cache[key]
     return make
+
+
+def write_jpegs(folder, count, size=(40, 48), seed=0):
+    """`count` random RGB JPEGs in `folder`; returns their paths."""
+    import numpy as np
+    from PIL import Image
+    rng = np.random.default_rng(seed)
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(count):
+        path = folder / f"img{i}.jpg"
+        Image.fromarray(rng.integers(0, 256, (*size, 3), dtype=np.uint8)).save(path)
+        paths.append(path)
+    return paths
+
+
+@pytest.fixture
+def image_folder(tmp_path):
+    """A tiny `train/` + `val/` class-folder data set: 3 classes, 8 train and 3 val JPEGs each."""
+    root = tmp_path / "folder"
+    for index, cls in enumerate(["cat", "dog", "fox"]):
+        write_jpegs(root / "train" / cls, 8, seed=index)
+        write_jpegs(root / "val" / cls, 3, seed=10 + index)
+    return root

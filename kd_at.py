@@ -1,0 +1,304 @@
+"""Attention transfer: Zagoruyko and Komodakis 2017 ("Paying More Attention to Attention: Improving the
+Performance of Convolutional Neural Networks via Attention Transfer", arXiv:1612.03928).
+
+The attention map of a feature map F (N, C, H, W) is Q = vec(mean_c |F_c|^p) / ||vec(mean_c |F_c|^p)||_2,
+a unit vector of length H*W per image. The student matches the teacher's map at the output of every
+stage j = 1..K (`common.models.with_stages`; a larger map is average-pooled to the smaller size first):
+
+    loss = (1 - A) * CE(student, labels) + A * T^2 * KL(softmax(teacher / T) || softmax(student / T))
+           + beta * sum_j AT_j
+    AT_j = mean over the batch and the H*W positions of (Q_S^j - Q_T^j)^2          (--at-mode code)
+    AT_j = mean over the batch of ||Q_S^j - Q_T^j||_2                               (--at-mode paper)
+
+A = --st-alpha is 0 by default (attention transfer alone: loss = CE + beta * sum_j AT_j).
+`--at-mode code` follows the authors' released code (szagoruyko/attention-transfer): `at(x) =
+F.normalize(x.pow(2).mean(1).view(x.size(0), -1))`, `at_loss = (at(x) - at(y)).pow(2).mean()`. Their
+total is CE + beta / 2 * sum_j AT_j with beta = 1000; here beta multiplies the sum directly (as in
+CRD's RepDistiller), so --beta 1000 here equals --beta 2000 in their code.
+`--at-mode paper` is the paper's equation 2 (with p = 2 in the norm): Q sums over channels instead of
+averaging, which only scales the map by C before the normalisation, so Q is the same; the real
+difference is the distance. The squared error averaged over H*W positions has a gradient that
+shrinks with the distance and with 1/(H*W); the L2 norm of the difference has a gradient of unit
+size whatever the distance. The two differ in scale and in gradient, so beta must be re-tuned for
+paper mode (the paper sets beta to 1000 divided by the batch size and the attention-map size; the
+default --beta 1000 is meant for code mode).
+
+    python kd_at.py --teacher runs/<teacher_run>/best.pt               # resnet20 student on digits
+    torchrun --nproc_per_node=8 kd_at.py --dataset imagenet --data-dir /data/imagenet --model resnet18 \
+        --teacher-model resnet34 --teacher-pretrained --epochs 100 --batch-size 256 --lr 0.1 \
+        --lr-schedule step --lr-step 30 --amp bf16
+
+Writes runs/<run_name>/ with args.json, metrics.jsonl, results.json, last.pt, best.pt and
+TensorBoard events; the last stdout line is `FINAL top1=... top5=... best_top1=...`.
+"""
+import argparse
+import os
+import time
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel as DDP
+from tqdm import tqdm
+
+from common import UserError
+from common.data import DATASETS, build_loaders
+from common.models import MODEL_NAMES, create_model, with_stages
+from common.utils import (RunLog, Throughput, all_reduce_sum, autocast_context, build_optimizer, build_scheduler,
+                          cleanup_distributed, evaluate, find_resume, grad_scaler, load_checkpoint, load_teacher,
+                          new_run_dir, rng_state, save_checkpoint, seed_everything, set_rng_state, setup_distributed, user_errors)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    data = parser.add_argument_group("data")
+    data.add_argument("--dataset", default="digits", help=f"one of: {', '.join(DATASETS)}")
+    data.add_argument("--data-dir", default="data", help="where the data set lives on disk")
+    data.add_argument("--download", action="store_true", help="fetch CIFAR into --data-dir if missing")
+    data.add_argument("--train-fraction", type=float, default=1.0, help="keep this stratified fraction of train")
+    data.add_argument("--image-size", type=int, default=224, help="crop size for image-file and fake data")
+    data.add_argument("--val-resize", type=int, default=256, help="val: resize shorter side, then centre crop")
+    data.add_argument("--num-classes", type=int, default=1000, help="class count of --dataset fake")
+    data.add_argument("--loader", default="auto", choices=["auto", "tensor", "dali", "torch"],
+                      help="auto: tensor for digits/CIFAR/fake, DALI for image files")
+    data.add_argument("--workers", type=int, default=4, help="DALI threads or DataLoader processes per rank")
+    model = parser.add_argument_group("model")
+    model.add_argument("--model", default="resnet20", help=f"one of: {', '.join(MODEL_NAMES)}")
+    model.add_argument("--pretrained", action="store_true", help="start from torchvision's ImageNet weights")
+    optim = parser.add_argument_group("optimisation")
+    optim.add_argument("--epochs", type=int, default=30, help="training epochs")
+    optim.add_argument("--batch-size", type=int, default=64, help="global batch size, split across ranks")
+    optim.add_argument("--optimizer", default="sgd", choices=["sgd", "adam", "adamw"], help="optimizer")
+    optim.add_argument("--lr", type=float, default=0.05, help="peak learning rate")
+    optim.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
+    optim.add_argument("--nesterov", action="store_true", help="Nesterov momentum")
+    optim.add_argument("--weight-decay", type=float, default=5e-4, help="weight decay")
+    optim.add_argument("--label-smoothing", type=float, default=0.0, help="label smoothing of the CE loss")
+    sched = parser.add_argument_group("LR schedule")
+    sched.add_argument("--lr-schedule", default="cosine", choices=["multistep", "step", "cosine"], help="LR decay")
+    sched.add_argument("--milestones", type=int, nargs="*", default=None,
+                       help="multistep: epochs at which LR *= gamma (default: 50%% and 75%% of --epochs)")
+    sched.add_argument("--lr-step", type=int, default=30, help="step: LR *= gamma every this many epochs")
+    sched.add_argument("--gamma", type=float, default=0.1, help="multistep/step decay factor")
+    sched.add_argument("--warmup-epochs", type=int, default=1, help="linear LR warm-up epochs")
+    speed = parser.add_argument_group("speed")
+    speed.add_argument("--amp", default="none", choices=["none", "bf16", "fp16"], help="autocast precision")
+    speed.add_argument("--channels-last", action="store_true", help="NHWC memory format")
+    speed.add_argument("--compile", action="store_true", help="torch.compile the model")
+    speed.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="training device")
+    run = parser.add_argument_group("run")
+    run.add_argument("--seed", type=int, default=0, help="random seed")
+    run.add_argument("--exp-name", default=os.path.basename(__file__)[:-3], help="experiment name")
+    run.add_argument("--out-dir", default="runs", help="runs are written to <out-dir>/<run_name>/")
+    run.add_argument("--max-steps", type=int, default=0, help="stop after this many optimizer steps (0: off)")
+    run.add_argument("--log-interval", type=int, default=20, help="steps between loss logs")
+    run.add_argument("--resume", default=None, help="checkpoint to continue from, or 'auto' for the newest last.pt")
+    run.add_argument("--evaluate", action="store_true", help="evaluate the --resume checkpoint and exit")
+    method = parser.add_argument_group("method: attention transfer")
+    method.add_argument("--teacher", default=None, help="teacher checkpoint written by train_teacher.py")
+    method.add_argument("--teacher-model", default=None, help="torchvision teacher (with --teacher-pretrained)")
+    method.add_argument("--teacher-pretrained", action="store_true", help="use torchvision's ImageNet weights")
+    method.add_argument("--beta", type=float, default=1000.0, help="weight of the summed attention losses")
+    method.add_argument("--at-p", type=float, default=2.0, help="exponent p of the attention map mean_c |F_c|^p")
+    method.add_argument("--at-mode", default="code", choices=["code", "paper"],
+                        help="code: squared error averaged over positions; paper: L2 norm of the difference")
+    method.add_argument("--st-alpha", type=float, default=0.0,
+                        help="weight A of Hinton's soft-target term; 1 - A weighs CE (0: attention transfer alone)")
+    method.add_argument("--temperature", type=float, default=4.0, help="softmax temperature T of the soft term")
+    return parser.parse_args(argv)
+
+
+# ALGO LOGIC: the attention-transfer loss
+def attention_map(feature, p=2, mode="code"):
+    """Q = vec(mean_c |F_c|^p) / ||vec(mean_c |F_c|^p)||_2, shape (N, H*W). The paper sums over channels
+    (mode "paper"); that scales the map by C, which the normalisation removes. Computed in float32."""
+    energy = feature.float().abs().pow(p)
+    energy = energy.sum(1) if mode == "paper" else energy.mean(1)
+    return F.normalize(energy.flatten(1), dim=1)
+
+
+def at_loss(student_feature, teacher_feature, p=2, mode="code"):
+    """mode "code": mean over the batch and positions of (Q_S - Q_T)^2 (the authors' code).
+    mode "paper": mean over the batch of ||Q_S - Q_T||_2 (the paper's equation 2 with a 2-norm).
+    When the spatial sizes differ, the larger feature map is average-pooled to the smaller one."""
+    size = (min(student_feature.shape[2], teacher_feature.shape[2]), min(student_feature.shape[3], teacher_feature.shape[3]))
+    if tuple(student_feature.shape[2:]) != size:
+        student_feature = F.adaptive_avg_pool2d(student_feature, size)
+    if tuple(teacher_feature.shape[2:]) != size:
+        teacher_feature = F.adaptive_avg_pool2d(teacher_feature, size)
+    difference = attention_map(student_feature, p, mode) - attention_map(teacher_feature, p, mode)
+    if mode == "paper":
+        return difference.norm(p=2, dim=1).mean()
+    return difference.pow(2).mean()
+
+
+def kd_loss(student_logits, teacher_logits, temperature):
+    """T^2 * KL(softmax(teacher / T) || softmax(student / T)), summed over classes and averaged over the
+    batch ('batchmean'; 'mean' would also divide by the class count). The T^2 keeps the gradient
+    scale of the soft term independent of T (Hinton et al. 2015, section 2)."""
+    log_p_student = F.log_softmax(student_logits.float() / temperature, dim=1)
+    log_p_teacher = F.log_softmax(teacher_logits.float() / temperature, dim=1)
+    return F.kl_div(log_p_student, log_p_teacher, reduction="batchmean", log_target=True) * temperature ** 2
+
+
+@user_errors
+def main(args):
+    started = time.time()
+    dist = setup_distributed(args.device, args.batch_size)
+    device, master = dist.device, dist.is_master
+    seed_everything(args.seed, dist.rank)
+    resume_path = find_resume(args.resume, args.out_dir, args.exp_name)
+    checkpoint = load_checkpoint(resume_path) if resume_path else None
+    if args.evaluate and checkpoint is None:
+        raise UserError("--evaluate needs a checkpoint: pass --resume PATH")
+    if not 0 <= args.st_alpha <= 1 or args.temperature <= 0 or args.beta < 0 or args.at_p <= 0:
+        raise UserError(f"need 0 <= --st-alpha <= 1, --temperature > 0, --beta >= 0 and --at-p > 0; got "
+                        f"{args.st_alpha}, {args.temperature}, {args.beta} and {args.at_p}")
+    train_loader, val_loader, num_classes, _ = build_loaders(args, device, dist.rank, dist.world_size)
+    teacher, teacher_name = load_teacher(args, num_classes)
+
+    model = create_model(args.model, num_classes, args.pretrained)
+    if checkpoint is not None:
+        if (checkpoint["model_name"], checkpoint["num_classes"]) != (args.model, num_classes):
+            raise UserError(f"{resume_path} holds {checkpoint['model_name']} with {checkpoint['num_classes']} "
+                            f"classes, not --model {args.model} with {num_classes} classes of {args.dataset}")
+        model.load_state_dict(checkpoint["model"])
+    memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
+    model.to(device, memory_format=memory_format)
+    student = with_stages(model, args.model)  # forward -> (logits, [stem, stage 1, ..., stage K]); shares `model`
+    autocast = autocast_context(args.amp, device)
+    # the teacher is inert: eval mode (BatchNorm uses its running stats), no gradients, never in DDP
+    teacher.eval().requires_grad_(False).to(device, memory_format=memory_format)
+    teacher = with_stages(teacher, teacher_name).eval()
+    if len(student.stage_nodes) != len(teacher.stage_nodes):
+        raise UserError(f"attention transfer pairs stages: {args.model} has {len(student.stage_nodes) - 1} stages but "
+                        f"the teacher {teacher_name} has {len(teacher.stage_nodes) - 1}; pick a teacher of the same family")
+    teacher_top1 = evaluate(teacher, val_loader, autocast, device, memory_format)["top1"]
+    if master:
+        print(f"teacher {teacher_name}: top1 {teacher_top1:.2f}")
+
+    if args.evaluate:
+        metrics = evaluate(student, val_loader, autocast, device, memory_format)
+        if master:
+            print(f"FINAL top1={metrics['top1']:.2f} top5={metrics['top5']:.2f} best_top1={checkpoint['best_top1']:.2f}")
+        return cleanup_distributed()
+
+    optimizer = build_optimizer(args, model.parameters())
+    scheduler = build_scheduler(args, optimizer, len(train_loader))
+    scaler = grad_scaler(args.amp, device)
+    start_epoch, best_top1, best_epoch, prior_wall = 0, 0.0, 0, 0.0
+    if checkpoint is not None:
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        scheduler.load_state_dict(checkpoint["scheduler"])
+        scaler.load_state_dict(checkpoint["scaler"])
+        if dist.rank == 0:  # only the master's RNG state is saved; other ranks re-seed per epoch
+            set_rng_state(checkpoint["rng"])
+        else:
+            seed_everything(args.seed + 1000 * checkpoint["epoch"], dist.rank)
+        start_epoch, best_top1, best_epoch = checkpoint["epoch"], checkpoint["best_top1"], checkpoint["best_epoch"]
+        prior_wall = checkpoint["wall_time_s"]
+        run_dir = os.path.dirname(os.path.abspath(resume_path))
+    else:
+        run_name = f"{args.exp_name}__{args.dataset}__{args.model}__seed{args.seed}__{time.strftime('%Y%m%d-%H%M%S')}"
+        run_dir = new_run_dir(args.out_dir, run_name)
+
+    # nanoGPT's order: to(device) -> compile -> DDP; the unwrapped `model` is what gets saved
+    eval_model = torch.compile(student) if args.compile else student
+    train_model = DDP(eval_model, device_ids=[device.index] if device.type == "cuda" else None) \
+        if dist.world_size > 1 else eval_model
+    log = RunLog(run_dir, args, master, start_epoch)
+    if master:
+        print(f"run dir: {run_dir}  ({dist.world_size} process(es) on {device}, {len(train_loader)} steps/epoch)")
+
+    criterion = nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
+
+    planned_steps = (args.epochs - start_epoch) * len(train_loader)
+    throughput = Throughput(device, min(planned_steps, args.max_steps or planned_steps))
+    step = start_epoch * len(train_loader)
+    metrics, epochs_done = None, start_epoch
+    for epoch in range(start_epoch, args.epochs):
+        if args.max_steps and step >= args.max_steps:
+            break
+        train_model.train()
+        train_loader.set_epoch(epoch)
+        loss_sums, epoch_steps = torch.zeros(4, device=device), 0  # ce, kd (attention), st, total
+        throughput.start()
+        bar = tqdm(train_loader, desc=f"epoch {epoch + 1}/{args.epochs}", disable=not master, leave=False)
+        for images, labels in bar:
+            # ALGO LOGIC: one training step
+            images = images.contiguous(memory_format=memory_format)
+            with torch.no_grad(), autocast:
+                teacher_logits, teacher_features = teacher(images)
+            with autocast:
+                logits, features = train_model(images)
+                loss_ce = criterion(logits, labels)
+                # stage outputs only: features[0] is the stem
+                loss_stages = [at_loss(student_feature, teacher_feature, args.at_p, args.at_mode)
+                               for student_feature, teacher_feature in zip(features[1:], teacher_features[1:])]
+                loss_kd = sum(loss_stages)
+                loss_st = kd_loss(logits, teacher_logits, args.temperature)
+                loss = (1 - args.st_alpha) * loss_ce + args.st_alpha * loss_st + args.beta * loss_kd
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+
+            loss_sums += torch.stack([loss_ce, loss_kd, loss_st, loss]).detach()
+            step, epoch_steps = step + 1, epoch_steps + 1
+            throughput.step(len(images) * dist.world_size)
+            if step % args.log_interval == 0 and master:  # the only host syncs in the loop
+                bar.set_postfix(loss=f"{loss.item():.3f}")
+                log.scalars(step, {"losses/ce": loss_ce.item(), "losses/kd": loss_kd.item(), "losses/total": loss.item(),
+                                   **({"losses/st": loss_st.item()} if args.st_alpha > 0 else {}),
+                                   **{f"losses/kd_stage{k + 1}": value.item() for k, value in enumerate(loss_stages)},
+                                   "charts/lr": scheduler.get_last_lr()[0]})
+            if args.max_steps and step >= args.max_steps:
+                break
+        throughput.stop()
+        epochs_done = epoch + 1
+
+        metrics = evaluate(eval_model, val_loader, autocast, device, memory_format)
+        loss_ce_mean, loss_kd_mean, loss_st_mean, train_loss = \
+            (all_reduce_sum(loss_sums) / max(1, epoch_steps * dist.world_size)).tolist()
+        if metrics["top1"] > best_top1:
+            best_top1, best_epoch = metrics["top1"], epoch + 1
+        record = {"epoch": epoch + 1, "step": step, "train_loss": train_loss, "loss_ce": loss_ce_mean,
+                  "loss_kd": loss_kd_mean, "loss_st": loss_st_mean, "val_loss": metrics["loss"],
+                  "top1": metrics["top1"], "top5": metrics["top5"], "lr": scheduler.get_last_lr()[0],
+                  "images_per_sec": throughput.epoch_rate, "time_s": time.time() - started + prior_wall}
+        log.epoch(record)
+        log.scalars(epoch + 1, {"losses/train": train_loss, "losses/train_ce": loss_ce_mean,
+                                "losses/train_kd": loss_kd_mean, **({"losses/train_st": loss_st_mean} if args.st_alpha > 0 else {}),
+                                "losses/val": metrics["loss"], "eval/top1": metrics["top1"],
+                                "eval/top5": metrics["top5"], "charts/images_per_sec": throughput.epoch_rate})
+        if master:
+            print(f"epoch {epoch + 1}/{args.epochs}  loss {train_loss:.4f}  top1 {metrics['top1']:.2f}  "
+                  f"top5 {metrics['top5']:.2f}  {throughput.epoch_rate:.0f} img/s")
+            state = {"model": model.state_dict(), "model_name": args.model, "num_classes": num_classes,
+                     "dataset": args.dataset, "args": vars(args), "epoch": epoch + 1, "best_top1": best_top1,
+                     "best_epoch": best_epoch, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                     "scaler": scaler.state_dict(), "rng": rng_state(), "top1": metrics["top1"],
+                     "wall_time_s": time.time() - started + prior_wall}
+            save_checkpoint(os.path.join(run_dir, "last.pt"), state)
+            if best_epoch == epoch + 1:
+                save_checkpoint(os.path.join(run_dir, "best.pt"), state)
+
+    if metrics is None:  # nothing left to train (resumed a finished run): report the checkpoint as it is
+        metrics = evaluate(eval_model, val_loader, autocast, device, memory_format)
+    results = {"top1": metrics["top1"], "top5": metrics["top5"], "best_top1": best_top1, "best_epoch": best_epoch,
+               "epochs": epochs_done,
+               "steps": step, "wall_time_s": time.time() - started + prior_wall,
+               "images_per_sec": throughput.rate, "model": args.model, "dataset": args.dataset,
+               "world_size": dist.world_size, "teacher": teacher_name, "teacher_top1": teacher_top1,
+               "method": "at_st" if args.st_alpha > 0 else "at"}
+    log.results(results)
+    log.close()
+    if master:
+        print(f"FINAL top1={metrics['top1']:.2f} top5={metrics['top5']:.2f} best_top1={best_top1:.2f}")
+    cleanup_distributed()
+
+
+if __name__ == "__main__":
+    main(parse_args())

@@ -1,0 +1,325 @@
+"""FSP: Yim, Joo, Bae and Kim 2017 ("A Gift from Knowledge Distillation: Fast Optimization, Network
+Minimization and Transfer Learning", CVPR 2017).
+
+The flow of solution procedure (FSP) of stage k is the Gram matrix between the feature map that enters
+the stage, F_in = features[k - 1] (N, C_in, h, w), and the one that leaves it, F_out = features[k]
+(N, C_out, h, w) (`common.models.with_stages`; the larger map is average-pooled to the smaller size):
+
+    G_k(x)[i, j] = sum_{s, t} F_in(s, t, i) * F_out(s, t, j) / (h * w),          shape (C_in, C_out)
+    L_FSP = sum_{k=1..K} mean over the batch and the C_in * C_out entries of (G_k^S - G_k^T)^2
+
+Student and teacher must have the same channel counts at every stage (the paper distils a ResNet
+into a shallower one of the same widths); a mismatch is reported before training starts.
+
+    --fsp-mode joint (default):  loss = CE(student, labels) + beta * L_FSP, for --epochs epochs
+    --fsp-mode two-stage (the paper): stage 1, --fsp-epochs epochs of L_FSP alone (its own optimizer and
+        LR schedule; the classifier gets no gradient); stage 2, --epochs epochs of CE alone, from the
+        stage-1 weights with a fresh optimizer and schedule
+
+The paper weights the stages equally and averages over the batch; the mean over matrix entries (as in
+CRD's RepDistiller) makes the loss size independent of the widths. Epoch and step numbers count both
+stages; `charts/phase` in TensorBoard and "phase" in metrics.jsonl say which one ran (1: FSP alone,
+2: CE alone, 0: joint).
+
+    python kd_fsp.py --teacher runs/<teacher_run>/best.pt              # resnet20 student on digits
+    torchrun --nproc_per_node=8 kd_fsp.py --dataset cifar100 --download --model resnet20 \
+        --teacher runs/<resnet56_teacher>/best.pt --fsp-mode two-stage --fsp-epochs 30 --epochs 240 \
+        --lr-schedule multistep --milestones 150 180 210 --amp bf16
+
+Writes runs/<run_name>/ with args.json, metrics.jsonl, results.json, last.pt, best.pt and
+TensorBoard events; the last stdout line is `FINAL top1=... top5=... best_top1=...`.
+"""
+import argparse
+import os
+import time
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel as DDP
+from tqdm import tqdm
+
+from common import UserError
+from common.data import DATASETS, build_loaders
+from common.models import MODEL_NAMES, create_model, stage_shapes, with_stages
+from common.utils import (RunLog, Throughput, all_reduce_sum, autocast_context, build_optimizer, build_scheduler,
+                          cleanup_distributed, evaluate, find_resume, grad_scaler, load_checkpoint, load_teacher,
+                          new_run_dir, rng_state, save_checkpoint, seed_everything, set_rng_state, setup_distributed, user_errors)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    data = parser.add_argument_group("data")
+    data.add_argument("--dataset", default="digits", help=f"one of: {', '.join(DATASETS)}")
+    data.add_argument("--data-dir", default="data", help="where the data set lives on disk")
+    data.add_argument("--download", action="store_true", help="fetch CIFAR into --data-dir if missing")
+    data.add_argument("--train-fraction", type=float, default=1.0, help="keep this stratified fraction of train")
+    data.add_argument("--image-size", type=int, default=224, help="crop size for image-file and fake data")
+    data.add_argument("--val-resize", type=int, default=256, help="val: resize shorter side, then centre crop")
+    data.add_argument("--num-classes", type=int, default=1000, help="class count of --dataset fake")
+    data.add_argument("--loader", default="auto", choices=["auto", "tensor", "dali", "torch"],
+                      help="auto: tensor for digits/CIFAR/fake, DALI for image files")
+    data.add_argument("--workers", type=int, default=4, help="DALI threads or DataLoader processes per rank")
+    model = parser.add_argument_group("model")
+    model.add_argument("--model", default="resnet20", help=f"one of: {', '.join(MODEL_NAMES)}")
+    model.add_argument("--pretrained", action="store_true", help="start from torchvision's ImageNet weights")
+    optim = parser.add_argument_group("optimisation")
+    optim.add_argument("--epochs", type=int, default=30, help="training epochs")
+    optim.add_argument("--batch-size", type=int, default=64, help="global batch size, split across ranks")
+    optim.add_argument("--optimizer", default="sgd", choices=["sgd", "adam", "adamw"], help="optimizer")
+    optim.add_argument("--lr", type=float, default=0.05, help="peak learning rate")
+    optim.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
+    optim.add_argument("--nesterov", action="store_true", help="Nesterov momentum")
+    optim.add_argument("--weight-decay", type=float, default=5e-4, help="weight decay")
+    optim.add_argument("--label-smoothing", type=float, default=0.0, help="label smoothing of the CE loss")
+    sched = parser.add_argument_group("LR schedule")
+    sched.add_argument("--lr-schedule", default="cosine", choices=["multistep", "step", "cosine"], help="LR decay")
+    sched.add_argument("--milestones", type=int, nargs="*", default=None,
+                       help="multistep: epochs at which LR *= gamma (default: 50%% and 75%% of --epochs)")
+    sched.add_argument("--lr-step", type=int, default=30, help="step: LR *= gamma every this many epochs")
+    sched.add_argument("--gamma", type=float, default=0.1, help="multistep/step decay factor")
+    sched.add_argument("--warmup-epochs", type=int, default=1, help="linear LR warm-up epochs")
+    speed = parser.add_argument_group("speed")
+    speed.add_argument("--amp", default="none", choices=["none", "bf16", "fp16"], help="autocast precision")
+    speed.add_argument("--channels-last", action="store_true", help="NHWC memory format")
+    speed.add_argument("--compile", action="store_true", help="torch.compile the model")
+    speed.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="training device")
+    run = parser.add_argument_group("run")
+    run.add_argument("--seed", type=int, default=0, help="random seed")
+    run.add_argument("--exp-name", default=os.path.basename(__file__)[:-3], help="experiment name")
+    run.add_argument("--out-dir", default="runs", help="runs are written to <out-dir>/<run_name>/")
+    run.add_argument("--max-steps", type=int, default=0, help="stop after this many optimizer steps (0: off)")
+    run.add_argument("--log-interval", type=int, default=20, help="steps between loss logs")
+    run.add_argument("--resume", default=None, help="checkpoint to continue from, or 'auto' for the newest last.pt")
+    run.add_argument("--evaluate", action="store_true", help="evaluate the --resume checkpoint and exit")
+    method = parser.add_argument_group("method: FSP")
+    method.add_argument("--teacher", default=None, help="teacher checkpoint written by train_teacher.py")
+    method.add_argument("--teacher-model", default=None, help="torchvision teacher (with --teacher-pretrained)")
+    method.add_argument("--teacher-pretrained", action="store_true", help="use torchvision's ImageNet weights")
+    method.add_argument("--fsp-mode", default="joint", choices=["joint", "two-stage"],
+                        help="joint: CE + beta * FSP; two-stage: FSP alone for --fsp-epochs, then CE alone")
+    method.add_argument("--beta", type=float, default=1.0, help="joint: weight of the FSP loss")
+    method.add_argument("--fsp-epochs", type=int, default=10, help="two-stage: epochs of stage 1 (FSP alone)")
+    return parser.parse_args(argv)
+
+
+# ALGO LOGIC: the FSP loss
+def fsp_matrix(feature_in, feature_out):
+    """G = F_in^T F_out / (h * w), shape (N, C_in, C_out); a larger map is average-pooled to the smaller."""
+    size = (min(feature_in.shape[2], feature_out.shape[2]), min(feature_in.shape[3], feature_out.shape[3]))
+    if tuple(feature_in.shape[2:]) != size:
+        feature_in = F.adaptive_avg_pool2d(feature_in, size)
+    if tuple(feature_out.shape[2:]) != size:
+        feature_out = F.adaptive_avg_pool2d(feature_out, size)
+    with torch.autocast(feature_in.device.type, enabled=False):  # autocast would run bmm in half precision
+        feature_in, feature_out = feature_in.float().flatten(2), feature_out.float().flatten(2)
+        return torch.bmm(feature_in, feature_out.transpose(1, 2)) / feature_in.shape[2]
+
+
+def fsp_loss(student_pairs, teacher_pairs):
+    """sum over stages of mean((G_S - G_T)^2); pairs are (features[k - 1], features[k]) for k = 1..K."""
+    return sum((fsp_matrix(*student_pair) - fsp_matrix(*teacher_pair)).pow(2).mean()
+               for student_pair, teacher_pair in zip(student_pairs, teacher_pairs))
+
+
+def check_channels(student_shapes, teacher_shapes, student_name, teacher_name):
+    """FSP compares C_in x C_out matrices stage by stage: the widths must match."""
+    if len(student_shapes) != len(teacher_shapes):
+        raise UserError(f"FSP pairs stages: {student_name} has {len(student_shapes) - 1} stages but the teacher "
+                        f"{teacher_name} has {len(teacher_shapes) - 1}; pick a teacher of the same family")
+    for k in range(1, len(student_shapes)):
+        student_in, student_out = student_shapes[k - 1][0], student_shapes[k][0]
+        teacher_in, teacher_out = teacher_shapes[k - 1][0], teacher_shapes[k][0]
+        if (student_in, student_out) != (teacher_in, teacher_out):
+            raise UserError(f"FSP needs matching channels: stage {k} has {student_in} -> {student_out} in the student "
+                            f"{student_name} but {teacher_in} -> {teacher_out} in the teacher {teacher_name}; "
+                            "pick a student and teacher of the same widths")
+
+
+def phase_of(epoch, args):
+    """1: FSP alone (two-stage, first --fsp-epochs epochs), 2: CE alone (two-stage, after), 0: joint."""
+    if args.fsp_mode == "joint":
+        return 0
+    return 1 if epoch < args.fsp_epochs else 2
+
+
+@user_errors
+def main(args):
+    started = time.time()
+    dist = setup_distributed(args.device, args.batch_size)
+    device, master = dist.device, dist.is_master
+    seed_everything(args.seed, dist.rank)
+    resume_path = find_resume(args.resume, args.out_dir, args.exp_name)
+    checkpoint = load_checkpoint(resume_path) if resume_path else None
+    if args.evaluate and checkpoint is None:
+        raise UserError("--evaluate needs a checkpoint: pass --resume PATH")
+    if args.beta < 0 or args.fsp_epochs < 0:
+        raise UserError(f"need --beta >= 0 and --fsp-epochs >= 0; got {args.beta} and {args.fsp_epochs}")
+    train_loader, val_loader, num_classes, image_shape = build_loaders(args, device, dist.rank, dist.world_size)
+    teacher, teacher_name = load_teacher(args, num_classes)
+
+    model = create_model(args.model, num_classes, args.pretrained)
+    if checkpoint is not None:
+        if (checkpoint["model_name"], checkpoint["num_classes"]) != (args.model, num_classes):
+            raise UserError(f"{resume_path} holds {checkpoint['model_name']} with {checkpoint['num_classes']} "
+                            f"classes, not --model {args.model} with {num_classes} classes of {args.dataset}")
+        model.load_state_dict(checkpoint["model"])
+    check_channels(stage_shapes(model, args.model, image_shape), stage_shapes(teacher, teacher_name, image_shape),
+                   args.model, teacher_name)
+    memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
+    model.to(device, memory_format=memory_format)
+    student = with_stages(model, args.model)  # forward -> (logits, [stem, stage 1, ..., stage K]); shares `model`
+    autocast = autocast_context(args.amp, device)
+    # the teacher is inert: eval mode (BatchNorm uses its running stats), no gradients, never in DDP
+    teacher.eval().requires_grad_(False).to(device, memory_format=memory_format)
+    teacher = with_stages(teacher, teacher_name).eval()
+    teacher_top1 = evaluate(teacher, val_loader, autocast, device, memory_format)["top1"]
+    if master:
+        print(f"teacher {teacher_name}: top1 {teacher_top1:.2f}")
+
+    if args.evaluate:
+        metrics = evaluate(student, val_loader, autocast, device, memory_format)
+        if master:
+            print(f"FINAL top1={metrics['top1']:.2f} top5={metrics['top5']:.2f} best_top1={checkpoint['best_top1']:.2f}")
+        return cleanup_distributed()
+
+    # two-stage: each stage has its own optimizer and LR schedule, over its own number of epochs
+    fsp_epochs = args.fsp_epochs if args.fsp_mode == "two-stage" else 0
+    total_epochs = fsp_epochs + args.epochs
+
+    def stage_optimizer(phase):
+        optimizer = build_optimizer(args, model.parameters())
+        return optimizer, build_scheduler(args, optimizer, len(train_loader), fsp_epochs if phase == 1 else args.epochs)
+
+    start_epoch, best_top1, best_epoch, prior_wall = 0, 0.0, 0, 0.0
+    if checkpoint is not None:
+        start_epoch = checkpoint["epoch"]
+        if (checkpoint.get("fsp_mode"), checkpoint.get("fsp_epochs")) != (args.fsp_mode, fsp_epochs):
+            raise UserError(f"{resume_path} was trained with --fsp-mode {checkpoint.get('fsp_mode')} --fsp-epochs "
+                            f"{checkpoint.get('fsp_epochs')}; resume it with the same")
+    phase = phase_of(start_epoch, args)
+    optimizer, scheduler = stage_optimizer(phase)
+    scaler = grad_scaler(args.amp, device)
+    if checkpoint is not None:
+        if checkpoint["phase"] == phase:  # otherwise the checkpoint ends stage 1: stage 2 starts afresh
+            optimizer.load_state_dict(checkpoint["optimizer"])
+            scheduler.load_state_dict(checkpoint["scheduler"])
+        scaler.load_state_dict(checkpoint["scaler"])
+        if dist.rank == 0:  # only the master's RNG state is saved; other ranks re-seed per epoch
+            set_rng_state(checkpoint["rng"])
+        else:
+            seed_everything(args.seed + 1000 * checkpoint["epoch"], dist.rank)
+        best_top1, best_epoch = checkpoint["best_top1"], checkpoint["best_epoch"]
+        prior_wall = checkpoint["wall_time_s"]
+        run_dir = os.path.dirname(os.path.abspath(resume_path))
+    else:
+        run_name = f"{args.exp_name}__{args.dataset}__{args.model}__seed{args.seed}__{time.strftime('%Y%m%d-%H%M%S')}"
+        run_dir = new_run_dir(args.out_dir, run_name)
+
+    # nanoGPT's order: to(device) -> compile -> DDP; the unwrapped `model` is what gets saved
+    eval_model = torch.compile(student) if args.compile else student
+    # stage 1 trains no classifier, so DDP must be told that some parameters get no gradient
+    train_model = DDP(eval_model, device_ids=[device.index] if device.type == "cuda" else None,
+                      find_unused_parameters=args.fsp_mode == "two-stage") if dist.world_size > 1 else eval_model
+    log = RunLog(run_dir, args, master, start_epoch)
+    if master:
+        print(f"run dir: {run_dir}  ({dist.world_size} process(es) on {device}, {len(train_loader)} steps/epoch)")
+
+    criterion = nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
+    no_fsp = torch.zeros((), device=device)
+
+    planned_steps = (total_epochs - start_epoch) * len(train_loader)
+    throughput = Throughput(device, min(planned_steps, args.max_steps or planned_steps))
+    step = start_epoch * len(train_loader)
+    metrics, epochs_done = None, start_epoch
+    for epoch in range(start_epoch, total_epochs):
+        if args.max_steps and step >= args.max_steps:
+            break
+        if phase_of(epoch, args) != phase:
+            phase = phase_of(epoch, args)
+            optimizer, scheduler = stage_optimizer(phase)
+            if master:
+                print(f"stage 2: CE alone for {args.epochs} epochs, fresh optimizer and LR schedule")
+        train_model.train()
+        train_loader.set_epoch(epoch)
+        loss_sums, epoch_steps = torch.zeros(3, device=device), 0  # ce, kd (FSP), total
+        throughput.start()
+        bar = tqdm(train_loader, desc=f"epoch {epoch + 1}/{total_epochs}", disable=not master, leave=False)
+        for images, labels in bar:
+            # ALGO LOGIC: one training step
+            images = images.contiguous(memory_format=memory_format)
+            if phase != 2:  # stage 2 needs no teacher
+                with torch.no_grad(), autocast:
+                    _, teacher_features = teacher(images)
+            with autocast:
+                logits, features = train_model(images)
+                loss_ce = criterion(logits, labels)
+                loss_kd = fsp_loss(list(zip(features[:-1], features[1:])),
+                                   list(zip(teacher_features[:-1], teacher_features[1:]))) if phase != 2 else no_fsp
+                if phase == 1:
+                    loss = loss_kd
+                elif phase == 2:
+                    loss = loss_ce
+                else:
+                    loss = loss_ce + args.beta * loss_kd
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+
+            loss_sums += torch.stack([loss_ce, loss_kd, loss]).detach()
+            step, epoch_steps = step + 1, epoch_steps + 1
+            throughput.step(len(images) * dist.world_size)
+            if step % args.log_interval == 0 and master:  # the only host syncs in the loop
+                bar.set_postfix(loss=f"{loss.item():.3f}")
+                log.scalars(step, {"losses/ce": loss_ce.item(), "losses/kd": loss_kd.item(), "losses/total": loss.item(),
+                                   "charts/lr": scheduler.get_last_lr()[0], "charts/phase": phase})
+            if args.max_steps and step >= args.max_steps:
+                break
+        throughput.stop()
+        epochs_done = epoch + 1
+
+        metrics = evaluate(eval_model, val_loader, autocast, device, memory_format)
+        loss_ce_mean, loss_kd_mean, train_loss = (all_reduce_sum(loss_sums) / max(1, epoch_steps * dist.world_size)).tolist()
+        if metrics["top1"] > best_top1:
+            best_top1, best_epoch = metrics["top1"], epoch + 1
+        record = {"epoch": epoch + 1, "step": step, "phase": phase, "train_loss": train_loss, "loss_ce": loss_ce_mean,
+                  "loss_kd": loss_kd_mean, "val_loss": metrics["loss"],
+                  "top1": metrics["top1"], "top5": metrics["top5"], "lr": scheduler.get_last_lr()[0],
+                  "images_per_sec": throughput.epoch_rate, "time_s": time.time() - started + prior_wall}
+        log.epoch(record)
+        log.scalars(epoch + 1, {"losses/train": train_loss, "losses/train_ce": loss_ce_mean,
+                                "losses/train_kd": loss_kd_mean, "losses/val": metrics["loss"], "eval/top1": metrics["top1"],
+                                "eval/top5": metrics["top5"], "charts/images_per_sec": throughput.epoch_rate})
+        if master:
+            print(f"epoch {epoch + 1}/{total_epochs}  phase {phase}  loss {train_loss:.4f}  top1 {metrics['top1']:.2f}  "
+                  f"top5 {metrics['top5']:.2f}  {throughput.epoch_rate:.0f} img/s")
+            state = {"model": model.state_dict(), "model_name": args.model, "num_classes": num_classes,
+                     "dataset": args.dataset, "args": vars(args), "epoch": epoch + 1, "best_top1": best_top1,
+                     "best_epoch": best_epoch, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                     "scaler": scaler.state_dict(), "rng": rng_state(), "top1": metrics["top1"],
+                     "wall_time_s": time.time() - started + prior_wall,
+                     "phase": phase, "fsp_mode": args.fsp_mode, "fsp_epochs": fsp_epochs}
+            save_checkpoint(os.path.join(run_dir, "last.pt"), state)
+            if best_epoch == epoch + 1:
+                save_checkpoint(os.path.join(run_dir, "best.pt"), state)
+
+    if metrics is None:  # nothing left to train (resumed a finished run): report the checkpoint as it is
+        metrics = evaluate(eval_model, val_loader, autocast, device, memory_format)
+    results = {"top1": metrics["top1"], "top5": metrics["top5"], "best_top1": best_top1, "best_epoch": best_epoch,
+               "epochs": epochs_done,
+               "steps": step, "wall_time_s": time.time() - started + prior_wall,
+               "images_per_sec": throughput.rate, "model": args.model, "dataset": args.dataset,
+               "world_size": dist.world_size, "teacher": teacher_name, "teacher_top1": teacher_top1,
+               "method": "fsp", "fsp_mode": args.fsp_mode}
+    log.results(results)
+    log.close()
+    if master:
+        print(f"FINAL top1={metrics['top1']:.2f} top5={metrics['top5']:.2f} best_top1={best_top1:.2f}")
+    cleanup_distributed()
+
+
+if __name__ == "__main__":
+    main(parse_args())

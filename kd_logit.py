@@ -1,0 +1,237 @@
+"""Logit regression: knowledge distillation of Ba and Caruana 2014 ("Do Deep Nets Really Need to
+be Deep?", arXiv:1312.6184). The student regresses the teacher's pre-softmax logits.
+
+    loss = CE(student, labels) + beta * MSE(student_logits, teacher_logits)
+
+    python kd_logit.py --teacher runs/<teacher_run>/best.pt            # resnet20 student on digits
+    torchrun --nproc_per_node=8 kd_logit.py --dataset cifar100 --data-dir data --model resnet20 \
+        --teacher runs/<teacher_run>/best.pt --epochs 200 --batch-size 128 --lr 0.1 \
+        --lr-schedule multistep --milestones 100 150 --weight-decay 1e-4
+
+Writes runs/<run_name>/ with args.json, metrics.jsonl, results.json, last.pt, best.pt and
+TensorBoard events; the last stdout line is `FINAL top1=... top5=... best_top1=...`.
+"""
+import argparse
+import os
+import time
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel as DDP
+from tqdm import tqdm
+
+from common import UserError
+from common.data import DATASETS, build_loaders
+from common.models import MODEL_NAMES, create_model
+from common.utils import (RunLog, Throughput, all_reduce_sum, autocast_context, build_optimizer, build_scheduler,
+                          cleanup_distributed, evaluate, find_resume, grad_scaler, load_checkpoint, load_teacher,
+                          new_run_dir, rng_state, save_checkpoint, seed_everything, set_rng_state, setup_distributed, user_errors)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    data = parser.add_argument_group("data")
+    data.add_argument("--dataset", default="digits", help=f"one of: {', '.join(DATASETS)}")
+    data.add_argument("--data-dir", default="data", help="where the data set lives on disk")
+    data.add_argument("--download", action="store_true", help="fetch CIFAR into --data-dir if missing")
+    data.add_argument("--train-fraction", type=float, default=1.0, help="keep this stratified fraction of train")
+    data.add_argument("--image-size", type=int, default=224, help="crop size for image-file and fake data")
+    data.add_argument("--val-resize", type=int, default=256, help="val: resize shorter side, then centre crop")
+    data.add_argument("--num-classes", type=int, default=1000, help="class count of --dataset fake")
+    data.add_argument("--loader", default="auto", choices=["auto", "tensor", "dali", "torch"],
+                      help="auto: tensor for digits/CIFAR/fake, DALI for image files")
+    data.add_argument("--workers", type=int, default=4, help="DALI threads or DataLoader processes per rank")
+    model = parser.add_argument_group("model")
+    model.add_argument("--model", default="resnet20", help=f"one of: {', '.join(MODEL_NAMES)}")
+    model.add_argument("--pretrained", action="store_true", help="start from torchvision's ImageNet weights")
+    optim = parser.add_argument_group("optimisation")
+    optim.add_argument("--epochs", type=int, default=30, help="training epochs")
+    optim.add_argument("--batch-size", type=int, default=64, help="global batch size, split across ranks")
+    optim.add_argument("--optimizer", default="sgd", choices=["sgd", "adam", "adamw"], help="optimizer")
+    optim.add_argument("--lr", type=float, default=0.05, help="peak learning rate")
+    optim.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
+    optim.add_argument("--nesterov", action="store_true", help="Nesterov momentum")
+    optim.add_argument("--weight-decay", type=float, default=5e-4, help="weight decay")
+    optim.add_argument("--label-smoothing", type=float, default=0.0, help="label smoothing of the CE loss")
+    sched = parser.add_argument_group("LR schedule")
+    sched.add_argument("--lr-schedule", default="cosine", choices=["multistep", "step", "cosine"], help="LR decay")
+    sched.add_argument("--milestones", type=int, nargs="*", default=None,
+                       help="multistep: epochs at which LR *= gamma (default: 50%% and 75%% of --epochs)")
+    sched.add_argument("--lr-step", type=int, default=30, help="step: LR *= gamma every this many epochs")
+    sched.add_argument("--gamma", type=float, default=0.1, help="multistep/step decay factor")
+    sched.add_argument("--warmup-epochs", type=int, default=1, help="linear LR warm-up epochs")
+    speed = parser.add_argument_group("speed")
+    speed.add_argument("--amp", default="none", choices=["none", "bf16", "fp16"], help="autocast precision")
+    speed.add_argument("--channels-last", action="store_true", help="NHWC memory format")
+    speed.add_argument("--compile", action="store_true", help="torch.compile the model")
+    speed.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="training device")
+    run = parser.add_argument_group("run")
+    run.add_argument("--seed", type=int, default=0, help="random seed")
+    run.add_argument("--exp-name", default=os.path.basename(__file__)[:-3], help="experiment name")
+    run.add_argument("--out-dir", default="runs", help="runs are written to <out-dir>/<run_name>/")
+    run.add_argument("--max-steps", type=int, default=0, help="stop after this many optimizer steps (0: off)")
+    run.add_argument("--log-interval", type=int, default=20, help="steps between loss logs")
+    run.add_argument("--resume", default=None, help="checkpoint to continue from, or 'auto' for the newest last.pt")
+    run.add_argument("--evaluate", action="store_true", help="evaluate the --resume checkpoint and exit")
+    method = parser.add_argument_group("method: logit regression")
+    method.add_argument("--teacher", default=None, help="teacher checkpoint written by train_teacher.py")
+    method.add_argument("--teacher-model", default=None, help="torchvision teacher (with --teacher-pretrained)")
+    method.add_argument("--teacher-pretrained", action="store_true", help="use torchvision's ImageNet weights")
+    method.add_argument("--beta", type=float, default=1.0, help="weight of the logit MSE term")
+    return parser.parse_args(argv)
+
+
+# ALGO LOGIC: the logit-regression loss
+def logit_loss(student_logits, teacher_logits):
+    """mean over batch and classes of (z_student - z_teacher)^2 on the pre-softmax logits z.
+    Ba and Caruana regress logits rather than probabilities so that the information in
+    near-zero probabilities (the log-odds between unlikely classes) is not squashed away."""
+    return F.mse_loss(student_logits.float(), teacher_logits.float())
+
+
+@user_errors
+def main(args):
+    started = time.time()
+    dist = setup_distributed(args.device, args.batch_size)
+    device, master = dist.device, dist.is_master
+    seed_everything(args.seed, dist.rank)
+    resume_path = find_resume(args.resume, args.out_dir, args.exp_name)
+    checkpoint = load_checkpoint(resume_path) if resume_path else None
+    if args.evaluate and checkpoint is None:
+        raise UserError("--evaluate needs a checkpoint: pass --resume PATH")
+    train_loader, val_loader, num_classes, _ = build_loaders(args, device, dist.rank, dist.world_size)
+    teacher, teacher_name = load_teacher(args, num_classes)
+
+    model = create_model(args.model, num_classes, args.pretrained)
+    if checkpoint is not None:
+        if (checkpoint["model_name"], checkpoint["num_classes"]) != (args.model, num_classes):
+            raise UserError(f"{resume_path} holds {checkpoint['model_name']} with {checkpoint['num_classes']} "
+                            f"classes, not --model {args.model} with {num_classes} classes of {args.dataset}")
+        model.load_state_dict(checkpoint["model"])
+    memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
+    model.to(device, memory_format=memory_format)
+    autocast = autocast_context(args.amp, device)
+    # the teacher is inert: eval mode (BatchNorm uses its running stats), no gradients, never in DDP
+    teacher.eval().requires_grad_(False).to(device, memory_format=memory_format)
+    teacher_top1 = evaluate(teacher, val_loader, autocast, device, memory_format)["top1"]
+    if master:
+        print(f"teacher {teacher_name}: top1 {teacher_top1:.2f}")
+
+    if args.evaluate:
+        metrics = evaluate(model, val_loader, autocast, device, memory_format)
+        if master:
+            print(f"FINAL top1={metrics['top1']:.2f} top5={metrics['top5']:.2f} best_top1={checkpoint['best_top1']:.2f}")
+        return cleanup_distributed()
+
+    optimizer = build_optimizer(args, model.parameters())
+    scheduler = build_scheduler(args, optimizer, len(train_loader))
+    scaler = grad_scaler(args.amp, device)
+    start_epoch, best_top1, best_epoch, prior_wall = 0, 0.0, 0, 0.0
+    if checkpoint is not None:
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        scheduler.load_state_dict(checkpoint["scheduler"])
+        scaler.load_state_dict(checkpoint["scaler"])
+        if dist.rank == 0:  # only the master's RNG state is saved; other ranks re-seed per epoch
+            set_rng_state(checkpoint["rng"])
+        else:
+            seed_everything(args.seed + 1000 * checkpoint["epoch"], dist.rank)
+        start_epoch, best_top1, best_epoch = checkpoint["epoch"], checkpoint["best_top1"], checkpoint["best_epoch"]
+        prior_wall = checkpoint["wall_time_s"]
+        run_dir = os.path.dirname(os.path.abspath(resume_path))
+    else:
+        run_name = f"{args.exp_name}__{args.dataset}__{args.model}__seed{args.seed}__{time.strftime('%Y%m%d-%H%M%S')}"
+        run_dir = new_run_dir(args.out_dir, run_name)
+
+    # nanoGPT's order: to(device) -> compile -> DDP; the unwrapped `model` is what gets saved
+    eval_model = torch.compile(model) if args.compile else model
+    train_model = DDP(eval_model, device_ids=[device.index] if device.type == "cuda" else None) \
+        if dist.world_size > 1 else eval_model
+    log = RunLog(run_dir, args, master, start_epoch)
+    if master:
+        print(f"run dir: {run_dir}  ({dist.world_size} process(es) on {device}, {len(train_loader)} steps/epoch)")
+
+    criterion = nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
+
+    planned_steps = (args.epochs - start_epoch) * len(train_loader)
+    throughput = Throughput(device, min(planned_steps, args.max_steps or planned_steps))
+    step = start_epoch * len(train_loader)
+    metrics, epochs_done = None, start_epoch
+    for epoch in range(start_epoch, args.epochs):
+        if args.max_steps and step >= args.max_steps:
+            break
+        train_model.train()
+        train_loader.set_epoch(epoch)
+        loss_sums, epoch_steps = torch.zeros(3, device=device), 0  # ce, kd, total
+        throughput.start()
+        bar = tqdm(train_loader, desc=f"epoch {epoch + 1}/{args.epochs}", disable=not master, leave=False)
+        for images, labels in bar:
+            # ALGO LOGIC: one training step
+            images = images.contiguous(memory_format=memory_format)
+            with torch.no_grad(), autocast:
+                teacher_logits = teacher(images)
+            with autocast:
+                logits = train_model(images)
+                loss_ce = criterion(logits, labels)
+                loss_kd = logit_loss(logits, teacher_logits)
+                loss = loss_ce + args.beta * loss_kd
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+
+            loss_sums += torch.stack([loss_ce, loss_kd, loss]).detach()
+            step, epoch_steps = step + 1, epoch_steps + 1
+            throughput.step(len(images) * dist.world_size)
+            if step % args.log_interval == 0 and master:  # the only host syncs in the loop
+                bar.set_postfix(loss=f"{loss.item():.3f}")
+                log.scalars(step, {"losses/ce": loss_ce.item(), "losses/kd": loss_kd.item(), "losses/total": loss.item(),
+                                   "charts/lr": scheduler.get_last_lr()[0]})
+            if args.max_steps and step >= args.max_steps:
+                break
+        throughput.stop()
+        epochs_done = epoch + 1
+
+        metrics = evaluate(eval_model, val_loader, autocast, device, memory_format)
+        loss_ce_mean, loss_kd_mean, train_loss = (all_reduce_sum(loss_sums) / max(1, epoch_steps * dist.world_size)).tolist()
+        if metrics["top1"] > best_top1:
+            best_top1, best_epoch = metrics["top1"], epoch + 1
+        record = {"epoch": epoch + 1, "step": step, "train_loss": train_loss, "loss_ce": loss_ce_mean,
+                  "loss_kd": loss_kd_mean, "val_loss": metrics["loss"],
+                  "top1": metrics["top1"], "top5": metrics["top5"], "lr": scheduler.get_last_lr()[0],
+                  "images_per_sec": throughput.epoch_rate, "time_s": time.time() - started + prior_wall}
+        log.epoch(record)
+        log.scalars(epoch + 1, {"losses/train": train_loss, "losses/train_ce": loss_ce_mean,
+                                "losses/train_kd": loss_kd_mean, "losses/val": metrics["loss"], "eval/top1": metrics["top1"],
+                                "eval/top5": metrics["top5"], "charts/images_per_sec": throughput.epoch_rate})
+        if master:
+            print(f"epoch {epoch + 1}/{args.epochs}  loss {train_loss:.4f}  top1 {metrics['top1']:.2f}  "
+                  f"top5 {metrics['top5']:.2f}  {throughput.epoch_rate:.0f} img/s")
+            state = {"model": model.state_dict(), "model_name": args.model, "num_classes": num_classes,
+                     "dataset": args.dataset, "args": vars(args), "epoch": epoch + 1, "best_top1": best_top1,
+                     "best_epoch": best_epoch, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                     "scaler": scaler.state_dict(), "rng": rng_state(), "top1": metrics["top1"],
+                     "wall_time_s": time.time() - started + prior_wall}
+            save_checkpoint(os.path.join(run_dir, "last.pt"), state)
+            if best_epoch == epoch + 1:
+                save_checkpoint(os.path.join(run_dir, "best.pt"), state)
+
+    if metrics is None:  # nothing left to train (resumed a finished run): report the checkpoint as it is
+        metrics = evaluate(eval_model, val_loader, autocast, device, memory_format)
+    results = {"top1": metrics["top1"], "top5": metrics["top5"], "best_top1": best_top1, "best_epoch": best_epoch,
+               "epochs": epochs_done,
+               "steps": step, "wall_time_s": time.time() - started + prior_wall,
+               "images_per_sec": throughput.rate, "model": args.model, "dataset": args.dataset,
+               "world_size": dist.world_size, "teacher": teacher_name, "teacher_top1": teacher_top1,
+               "method": "logit"}
+    log.results(results)
+    log.close()
+    if master:
+        print(f"FINAL top1={metrics['top1']:.2f} top5={metrics['top5']:.2f} best_top1={best_top1:.2f}")
+    cleanup_distributed()
+
+
+if __name__ == "__main__":
+    main(parse_args())

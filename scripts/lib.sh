@@ -1,0 +1,163 @@
+# Shared helpers of the launchers in scripts/*/ (sourced, never run). A launcher sets its table's
+# hyper-parameters and calls `launch SCRIPT ARGS...` once per row of the table.
+#
+# Environment (every launcher):
+#   DATA_DIR, NPROC, SEEDS, OUT_DIR   set by each launcher with its own defaults
+#   TORCHRUN   how to start a run (default: "torchrun --standalone"); multi-node, on every node:
+#              TORCHRUN="torchrun --nnodes=2 --node-rank=\$RANK --rdzv-backend=c10d --rdzv-endpoint=host0:29500"
+#   DRY_RUN=1  print the command of every row of the table, run nothing
+#   SMOKE=1    run each distinct command shape (script + flag names) once, for 2 steps on CPU, on
+#              digits (CIFAR-sized rows) or fake 32x32 images (ImageNet-sized rows), in a fresh
+#              temporary OUT_DIR; missing and torchvision-pretrained teachers become 2-step teachers
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"  # the scripts import common/ from the repository root; a relative OUT_DIR is relative to it
+DRY_RUN="${DRY_RUN:-0}"
+SMOKE="${SMOKE:-0}"
+read -r -a TORCHRUN_CMD <<< "${TORCHRUN:-torchrun --standalone}"
+
+if [[ $SMOKE == 1 ]]; then
+  NPROC=1
+  OUT_DIR="${OUT_DIR:-$(mktemp -d "${TMPDIR:-/tmp}/kd_smoke.XXXXXX")}"
+  SMOKE_BATCH=32      # global batch of a smoke step
+  SMOKE_FRACTION=0.05 # of the training set: about 2 steps per epoch, so multi-phase runs reach every phase
+  SMOKE_IMAGE_SIZE=32
+fi
+
+default_nproc() {  # one process per visible GPU, at least one
+  local n
+  n=$(nvidia-smi -L 2>/dev/null | wc -l) || n=0
+  echo $(( n > 0 ? n : 1 ))
+}
+
+# ---------------------------------------------------------------- teachers
+# The checkpoint of a teacher run is found by name: <OUT_DIR>/<exp>__<dataset>__<model>__seed<N>__<time>/best.pt
+# (the newest such run). teacher_ckpt gives the pattern; launch resolves it when the row runs, and
+# DRY_RUN prints it unresolved.
+teacher_ckpt() {  # EXP DATASET MODEL SEED
+  local dataset=$2
+  [[ $SMOKE == 1 ]] && dataset=$(smoke_dataset "$dataset")
+  echo "$OUT_DIR/${1}__${dataset}__${3}__seed${4}__*/best.pt"
+}
+
+resolve_teacher() {  # PATTERN -> path of the newest match
+  local matches
+  matches=$(compgen -G "$1" || true)
+  if [[ -z $matches && $SMOKE == 1 ]]; then
+    smoke_teacher "$1" >&2  # stdout is the path
+    matches=$(compgen -G "$1" || true)
+  fi
+  if [[ -z $matches ]]; then
+    echo "error: no teacher checkpoint matches $1; train the teacher first (same OUT_DIR)" >&2
+    return 1
+  fi
+  ls -t $matches | head -n 1
+}
+
+# ---------------------------------------------------------------- SMOKE mode
+smoke_dataset() {  # CIFAR-sized data -> digits, image files -> fake images
+  case $1 in
+    digits|cifar10|cifar100) echo digits ;;
+    *) echo fake ;;
+  esac
+}
+
+smoke_data_args() {  # extra flags of a smoke data set
+  [[ $1 == fake ]] && echo "--image-size $SMOKE_IMAGE_SIZE --num-classes 10"
+  return 0
+}
+
+smoke_common_args() {
+  echo "--batch-size $SMOKE_BATCH --train-fraction $SMOKE_FRACTION --device cpu --log-interval 1"
+}
+
+smoke_teacher() {  # PATTERN: train, for 2 steps, the teacher run the pattern names
+  local exp dataset model seed
+  IFS=' ' read -r exp dataset model seed <<< "$(basename "$(dirname "$1")" | awk -F'__' '{print $1, $2, $3, $4}')"
+  run_cmd train_teacher.py --dataset "$dataset" $(smoke_data_args "$dataset") --model "$model" \
+    --seed "${seed#seed}" --exp-name "$exp" --out-dir "$OUT_DIR" --epochs 1 --max-steps 2 $(smoke_common_args)
+}
+
+smoke_rewrite() {  # SCRIPT ARGS... -> SMOKE_ARGS: the row on small data, 1 epoch per phase, CPU
+  local script=$1 dataset=digits prev="" arg multi_phase=0 has_epochs=0
+  shift
+  for arg in "$@"; do
+    [[ $prev == --dataset ]] && dataset=$arg
+    [[ $prev == --fsp-mode && $arg == two-stage ]] && multi_phase=1
+    prev=$arg
+  done
+  [[ $script == kd_stagewise.py && " $* " != *" --simultaneous "* ]] && multi_phase=1
+  local small
+  small=$(smoke_dataset "$dataset")
+  SMOKE_ARGS=()
+  while (($#)); do
+    case $1 in
+      --dataset) SMOKE_ARGS+=(--dataset "$small" $(smoke_data_args "$small")); shift 2 ;;
+      --data-dir|--loader|--workers|--batch-size|--train-fraction|--image-size|--num-classes|--val-resize) shift 2 ;;
+      --pretrained|--download|--teacher-pretrained) shift ;;  # no downloads offline
+      --teacher-model) SMOKE_ARGS+=(--teacher "$(teacher_ckpt smoke_pretrained "$dataset" "$2" 0)"); shift 2 ;;
+      --epochs) SMOKE_ARGS+=(--epochs 1); has_epochs=1; shift 2 ;;
+      --fsp-epochs|--stage-epochs|--classifier-epochs) SMOKE_ARGS+=("$1" 1); shift 2 ;;
+      *) SMOKE_ARGS+=("$1"); shift ;;
+    esac
+  done
+  SMOKE_ARGS+=($(smoke_common_args))
+  # stage-wise training sets its own length (stages x 1 epoch + 1); everything else runs 1 epoch
+  [[ $has_epochs == 0 && ! ($script == kd_stagewise.py && $multi_phase == 1) ]] && SMOKE_ARGS+=(--epochs 1)
+  # a 2-step cap would end a multi-phase run inside its first phase
+  [[ $multi_phase == 0 ]] && SMOKE_ARGS+=(--max-steps 2)
+  return 0
+}
+
+shape_of() {  # SCRIPT ARGS...: the script, its sorted flag names and the method's mode values
+  local key=$1 prev="" arg
+  shift
+  for arg in "$@"; do
+    if [[ $arg == --* ]]; then key+=$'\n'"$arg"
+    elif [[ $prev == --fsp-mode || $prev == --at-mode ]]; then key+="=$arg"
+    fi
+    prev=$arg
+  done
+  sort <<< "$key" | tr '\n' ' '
+}
+
+# ---------------------------------------------------------------- running
+run_cmd() {  # SCRIPT ARGS...: print the command, then run it under torchrun
+  local cmd=("${TORCHRUN_CMD[@]}" "--nproc_per_node=$NPROC" "$@")
+  echo "+ ${cmd[*]}"
+  "${cmd[@]}"
+}
+
+launch() {  # SCRIPT ARGS...: one row of a table (a teacher pattern follows --teacher)
+  local script=$1
+  shift
+  if [[ $DRY_RUN == 1 ]]; then
+    echo "${TORCHRUN_CMD[*]} --nproc_per_node=$NPROC $script $*"
+    return 0
+  fi
+  local args=("$@")
+  if [[ $SMOKE == 1 ]]; then
+    smoke_rewrite "$script" "$@"
+    args=("${SMOKE_ARGS[@]}")
+    local shape
+    shape=$(shape_of "$script" "${args[@]}")
+    mkdir -p "$OUT_DIR" && touch "$OUT_DIR/.smoke_shapes"
+    grep -qxF "$shape" "$OUT_DIR/.smoke_shapes" && return 0
+    echo "$shape" >> "$OUT_DIR/.smoke_shapes"
+  fi
+  local i
+  for i in "${!args[@]}"; do
+    if [[ ${args[i]} == --teacher ]]; then
+      args[i+1]=$(resolve_teacher "${args[i+1]}")
+    fi
+  done
+  run_cmd "$script" "${args[@]}"
+}
+
+finish() {  # last words of a launcher
+  if [[ $SMOKE == 1 ]]; then
+    echo "SMOKE done: $(grep -c '' "$OUT_DIR/.smoke_shapes") command shapes ran, runs in $OUT_DIR"
+  elif [[ $DRY_RUN != 1 ]]; then
+    echo "done; summarise with: python scripts/report.py $OUT_DIR --reference"
+  fi
+}

@@ -1,0 +1,156 @@
+"""kd_at.py: attention maps and the AT loss against values worked out by hand, gradients that reach only
+the student, and end-to-end runs on digits (AT, AT + soft targets, a 2-process torchrun)."""
+import json
+import math
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from conftest import QUICK, assert_user_error, only_run, run_script
+from common.models import create_model, with_stages
+from kd_at import at_loss, attention_map
+
+# one image, two channels, 2x2: |F|^2 is [[1, 0], [0, 4]] and [[1, 4], [0, 0]], their channel mean [[1, 2], [0, 2]]
+FEATURE = torch.tensor([[[[1.0, 0.0], [0.0, -2.0]], [[-1.0, 2.0], [0.0, 0.0]]]])
+
+
+def test_attention_map_by_hand():
+    # p = 2: [1, 2, 0, 2] / ||[1, 2, 0, 2]|| = [1, 2, 0, 2] / 3
+    assert torch.allclose(attention_map(FEATURE), torch.tensor([[1 / 3, 2 / 3, 0.0, 2 / 3]]))
+    # p = 1: channel mean of |F| is [1, 1, 0, 1], norm sqrt(3)
+    assert torch.allclose(attention_map(FEATURE, p=1), torch.tensor([[1.0, 1.0, 0.0, 1.0]]) / math.sqrt(3))
+
+
+def test_at_loss_by_hand():
+    teacher = torch.ones(1, 3, 2, 2)  # attention map [1/2, 1/2, 1/2, 1/2]
+    squared = [(1 / 3 - 1 / 2) ** 2, (2 / 3 - 1 / 2) ** 2, (0 - 1 / 2) ** 2, (2 / 3 - 1 / 2) ** 2]  # 1/36, 1/36, 1/4, 1/36
+    assert at_loss(FEATURE, teacher).item() == pytest.approx(sum(squared) / 4)  # code: mean = 1/12
+    assert at_loss(FEATURE, teacher, mode="paper").item() == pytest.approx(math.sqrt(sum(squared)))  # paper: norm
+
+
+def test_attention_map_shape_and_unit_rows():
+    maps = attention_map(torch.randn(3, 5, 4, 6))
+    assert maps.shape == (3, 24)
+    assert torch.allclose(maps.norm(dim=1), torch.ones(3))
+    assert at_loss(torch.randn(3, 5, 4, 6), torch.randn(3, 7, 4, 6)).shape == ()  # channel counts may differ
+
+
+def test_identical_features_give_zero_loss():
+    feature = torch.randn(4, 8, 4, 4)
+    for mode in ("code", "paper"):
+        assert at_loss(feature, feature.clone(), mode=mode).item() == pytest.approx(0.0, abs=1e-6)
+    assert at_loss(feature, -feature).item() == pytest.approx(0.0, abs=1e-6)  # maps of |F|^p ignore the sign
+
+
+def test_larger_feature_map_is_average_pooled_before_the_map():
+    small = torch.tensor([[1.0, 2.0], [3.0, 4.0]]).view(1, 1, 2, 2)
+    checker = torch.tensor([[-0.5, 0.5], [0.5, -0.5]]).repeat(2, 2)  # zero mean over every 2x2 block
+    large = small.repeat_interleave(2, 2).repeat_interleave(2, 3) + checker
+    # pooling the feature map gives exactly `small`; pooling |F|^2 instead would not
+    assert at_loss(large, small).item() == pytest.approx(0.0, abs=1e-7)
+    assert at_loss(small, large).item() == pytest.approx(0.0, abs=1e-7)
+    assert at_loss(large, small.flip(3)).item() > 1e-3
+
+
+def test_paper_mode_differs_only_in_the_distance():
+    student, teacher = torch.randn(4, 8, 3, 5), torch.randn(4, 16, 3, 5)
+    # summing instead of averaging over channels scales the map by C before normalising: same map
+    assert torch.allclose(attention_map(student, mode="paper"), attention_map(student), atol=1e-6)
+    # per image, code = ||d||^2 / (H*W) and paper = ||d||; the batch averages each
+    per_image = torch.stack([at_loss(student[i:i + 1], teacher[i:i + 1]) for i in range(4)])
+    assert at_loss(student, teacher).item() == pytest.approx(per_image.mean().item(), rel=1e-5)
+    assert at_loss(student, teacher, mode="paper").item() == pytest.approx((per_image * 15).sqrt().mean().item(), rel=1e-5)
+
+
+def test_one_step_trains_the_student_only():
+    torch.manual_seed(0)
+    student_model, teacher_model = create_model("resnet8", 10), create_model("resnet14", 10)
+    student, teacher = with_stages(student_model, "resnet8"), with_stages(teacher_model.eval().requires_grad_(False), "resnet14")
+    teacher_before = {k: v.clone() for k, v in teacher_model.state_dict().items()}
+    student_before = {k: v.clone() for k, v in student_model.state_dict().items()}
+    optimizer = torch.optim.SGD(student_model.parameters(), lr=0.1)
+    images = torch.randn(8, 3, 8, 8)
+    with torch.no_grad():
+        _, teacher_features = teacher(images)
+    _, features = student(images)
+    loss = sum(at_loss(student_feature, teacher_feature)  # the AT term alone
+               for student_feature, teacher_feature in zip(features[1:], teacher_features[1:]))
+    loss.backward()
+    optimizer.step()
+
+    assert student_model.conv1.weight.grad.abs().sum() > 0  # the AT term reaches the stem through every stage
+    assert student_model.layer3[0].conv2.weight.grad.abs().sum() > 0
+    assert student_model.fc.weight.grad is None  # the AT term does not touch the classifier
+    assert not torch.equal(student_model.state_dict()["conv1.weight"], student_before["conv1.weight"])
+    assert all(p.grad is None for p in teacher_model.parameters())
+    for key, value in teacher_model.state_dict().items():  # BatchNorm running stats included
+        assert torch.equal(value, teacher_before[key]), key
+
+
+def tensorboard_tags(run_dir):
+    events = EventAccumulator(str(run_dir))
+    events.Reload()
+    return set(events.Tags()["scalars"])
+
+
+def assert_run_outputs(result, out_dir, teacher_path, method, model="resnet8"):
+    """Every output file is there and consistent; returns (run_dir, results, metrics lines)."""
+    run_dir, results = only_run(out_dir)
+    for name in ("args.json", "metrics.jsonl", "results.json", "last.pt", "best.pt"):
+        assert (run_dir / name).is_file(), name
+    assert list(run_dir.glob("events.out.tfevents.*"))
+    assert json.loads((run_dir / "args.json").read_text())["model"] == model
+    metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [m["epoch"] for m in metrics] == list(range(1, results["epochs"] + 1))
+    assert results["method"] == method and results["model"] == model
+    teacher = torch.load(teacher_path, weights_only=False)
+    assert results["teacher"] == teacher["model_name"]
+    assert results["teacher_top1"] == pytest.approx(teacher["top1"])  # the teacher was evaluated as it was saved
+    last = torch.load(run_dir / "last.pt", weights_only=False)
+    assert last["model_name"] == model and last["epoch"] == results["epochs"]
+    assert last["model"].keys() == create_model(model, 10).state_dict().keys()  # the plain model, not the wrapper
+    final = result.stdout.strip().splitlines()[-1]
+    assert final.startswith(f"FINAL top1={results['top1']:.2f} ") and f"best_top1={results['best_top1']:.2f}" in final
+    return run_dir, results, metrics
+
+
+def test_attention_transfer_end_to_end(make_teacher, tmp_path):
+    teacher = make_teacher("resnet14")
+    result = run_script("kd_at.py", "--model", "resnet8", "--teacher", teacher, "--out-dir", tmp_path, *QUICK)
+    run_dir, results, metrics = assert_run_outputs(result, tmp_path, teacher, "at")
+    assert metrics[0]["loss_kd"] > 0
+    # st_alpha = 0: the total is CE + 1000 * AT
+    assert metrics[0]["train_loss"] == pytest.approx(metrics[0]["loss_ce"] + 1000 * metrics[0]["loss_kd"], rel=1e-4)
+    tags = tensorboard_tags(run_dir)
+    assert {"losses/ce", "losses/kd", "losses/total", "eval/top1"} <= tags and "losses/st" not in tags
+
+    evaluated = run_script("kd_at.py", "--model", "resnet8", "--teacher", teacher, "--evaluate",
+                           "--resume", run_dir / "last.pt")
+    assert evaluated.stdout.strip().splitlines()[-1].startswith(f"FINAL top1={results['top1']:.2f} ")
+
+
+def test_attention_transfer_with_soft_targets(make_teacher, tmp_path):
+    teacher = make_teacher("resnet14")
+    result = run_script("kd_at.py", "--model", "resnet8", "--teacher", teacher, "--out-dir", tmp_path,
+                        "--st-alpha", "0.5", "--at-mode", "paper", "--beta", "1", *QUICK)
+    run_dir, results, metrics = assert_run_outputs(result, tmp_path, teacher, "at_st")
+    epoch = metrics[0]
+    assert epoch["loss_st"] > 0 and epoch["train_loss"] == pytest.approx(
+        0.5 * epoch["loss_ce"] + 0.5 * epoch["loss_st"] + epoch["loss_kd"], rel=1e-4)
+    assert {"losses/ce", "losses/kd", "losses/st", "losses/total"} <= tensorboard_tags(run_dir)
+
+
+def test_teacher_with_other_stage_count_is_a_user_error(make_teacher, tmp_path):
+    result = run_script("kd_at.py", "--model", "resnet10", "--teacher", make_teacher("resnet14"),
+                        "--out-dir", tmp_path, *QUICK, check=False)
+    assert_user_error(result, "resnet10 has 4 stages", "resnet14 has 3")
+    assert not any(tmp_path.iterdir())  # no run directory
+
+
+def test_torchrun_two_processes(make_teacher, tmp_path):
+    teacher = make_teacher("resnet14")
+    result = run_script("kd_at.py", "--model", "resnet8", "--teacher", teacher, "--out-dir", tmp_path,
+                        "--max-steps", "3", *QUICK, nproc=2)
+    _, results, metrics = assert_run_outputs(result, tmp_path, teacher, "at")
+    assert results["world_size"] == 2 and results["steps"] == 3 and metrics[0]["step"] == 3

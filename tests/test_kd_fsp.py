@@ -1,0 +1,144 @@
+"""kd_fsp.py: FSP matrices and loss against values worked out by hand, the channel check, gradients
+that reach only the student, and end-to-end runs on digits (joint, two-stage, resume across stages)."""
+import json
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from conftest import QUICK, assert_user_error, only_run, run_script
+from common import UserError
+from common.models import create_model, stage_shapes, with_stages
+from kd_fsp import check_channels, fsp_loss, fsp_matrix
+from test_kd_at import assert_run_outputs, tensorboard_tags
+
+# one image, 1x2 positions: F_in has channels [1, 2] and [3, 0], F_out has channels [4, 5] and [1, -1]
+FEATURE_IN = torch.tensor([[[[1.0, 2.0]], [[3.0, 0.0]]]])
+FEATURE_OUT = torch.tensor([[[[4.0, 5.0]], [[1.0, -1.0]]]])
+# G[i, j] = sum over positions of F_in[i] * F_out[j] / 2
+G_BY_HAND = torch.tensor([[[(4 + 10) / 2, (1 - 2) / 2], [(12 + 0) / 2, (3 + 0) / 2]]])  # [[7, -0.5], [6, 1.5]]
+
+
+def test_fsp_matrix_by_hand():
+    assert torch.allclose(fsp_matrix(FEATURE_IN, FEATURE_OUT), G_BY_HAND)
+
+
+def test_fsp_matrix_shape():
+    assert fsp_matrix(torch.randn(3, 16, 8, 8), torch.randn(3, 32, 8, 8)).shape == (3, 16, 32)
+
+
+def test_fsp_matrix_pools_the_larger_map():
+    feature_in = torch.tensor([[1.0, 3.0], [5.0, 7.0]]).view(1, 1, 2, 2)  # averages to 4
+    assert fsp_matrix(feature_in, torch.full((1, 1, 1, 1), 2.0)).item() == pytest.approx(8.0)
+    assert fsp_matrix(torch.full((1, 1, 1, 1), 2.0), feature_in).item() == pytest.approx(8.0)
+    # a stage that halves the resolution: (3, 16, 8, 8) -> (3, 32, 4, 4)
+    assert fsp_matrix(torch.randn(3, 16, 8, 8), torch.randn(3, 32, 4, 4)).shape == (3, 16, 32)
+
+
+def test_fsp_loss_by_hand():
+    zeros = (torch.zeros(1, 2, 1, 2), torch.zeros(1, 2, 1, 2))  # G = 0
+    other = (torch.randn(1, 4, 4, 4), torch.randn(1, 8, 2, 2))
+    # stage 1: mean of G_BY_HAND^2 = (49 + 0.25 + 36 + 2.25) / 4; stage 2 identical in both: 0
+    loss = fsp_loss([(FEATURE_IN, FEATURE_OUT), other], [zeros, other])
+    assert loss.item() == pytest.approx(87.5 / 4)
+
+
+def test_identical_features_give_zero_loss():
+    pairs = [(torch.randn(4, 16, 8, 8), torch.randn(4, 16, 8, 8)), (torch.randn(4, 16, 8, 8), torch.randn(4, 32, 4, 4))]
+    assert fsp_loss(pairs, [(feature_in.clone(), feature_out.clone()) for feature_in, feature_out in pairs]).item() == 0.0
+
+    def upsample(feature):
+        return feature.repeat_interleave(2, 2).repeat_interleave(2, 3)
+    # twice the resolution, same content: the (C_in, C_out) matrices do not change
+    teacher_pairs = [(upsample(feature_in), upsample(feature_out)) for feature_in, feature_out in pairs]
+    assert fsp_loss(pairs, teacher_pairs).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_channel_check():
+    shapes = {name: stage_shapes(create_model(name, 10), name, (3, 8, 8)) for name in ("resnet20", "resnet56", "resnet8x4")}
+    check_channels(shapes["resnet20"], shapes["resnet56"], "resnet20", "resnet56")  # 16 -> 16 -> 32 -> 64: fine
+    with pytest.raises(UserError, match="stage 1 has 32 -> 64 in the student resnet8x4 but 16 -> 16 in the teacher"):
+        check_channels(shapes["resnet8x4"], shapes["resnet56"], "resnet8x4", "resnet56")
+
+
+def test_one_step_trains_the_student_only():
+    torch.manual_seed(0)
+    student_model, teacher_model = create_model("resnet8", 10), create_model("resnet14", 10)
+    student, teacher = with_stages(student_model, "resnet8"), with_stages(teacher_model.eval().requires_grad_(False), "resnet14")
+    teacher_before = {k: v.clone() for k, v in teacher_model.state_dict().items()}
+    optimizer = torch.optim.SGD(student_model.parameters(), lr=0.01)
+    images = torch.randn(8, 3, 8, 8)
+    with torch.no_grad():
+        _, teacher_features = teacher(images)
+    _, features = student(images)
+    loss = fsp_loss(list(zip(features[:-1], features[1:])), list(zip(teacher_features[:-1], teacher_features[1:])))
+    loss.backward()
+    optimizer.step()
+
+    assert student_model.conv1.weight.grad.abs().sum() > 0
+    assert student_model.layer3[0].conv2.weight.grad.abs().sum() > 0
+    assert student_model.fc.weight.grad is None  # FSP alone (two-stage, stage 1) leaves the classifier alone
+    assert all(p.grad is None for p in teacher_model.parameters())
+    for key, value in teacher_model.state_dict().items():  # BatchNorm running stats included
+        assert torch.equal(value, teacher_before[key]), key
+
+
+def test_joint_end_to_end(make_teacher, tmp_path):
+    teacher = make_teacher("resnet14")
+    result = run_script("kd_fsp.py", "--model", "resnet8", "--teacher", teacher, "--out-dir", tmp_path,
+                        "--beta", "0.5", *QUICK)
+    run_dir, results, metrics = assert_run_outputs(result, tmp_path, teacher, "fsp")
+    epoch = metrics[0]
+    assert epoch["phase"] == 0 and epoch["loss_kd"] > 0
+    assert epoch["train_loss"] == pytest.approx(epoch["loss_ce"] + 0.5 * epoch["loss_kd"], rel=1e-4)
+    assert {"losses/ce", "losses/kd", "losses/total", "charts/phase"} <= tensorboard_tags(run_dir)
+
+
+TWO_STAGE = ["--model", "resnet8", "--fsp-mode", "two-stage", "--fsp-epochs", "1", *QUICK]
+
+
+@pytest.fixture(scope="module")
+def two_stage_run(make_teacher, tmp_path_factory):
+    """An uninterrupted two-stage run: 1 epoch of FSP alone, then 1 epoch of CE alone."""
+    teacher, out = make_teacher("resnet14"), tmp_path_factory.mktemp("two_stage")
+    return teacher, out, run_script("kd_fsp.py", *TWO_STAGE, "--teacher", teacher, "--out-dir", out)
+
+
+def test_two_stage_end_to_end(two_stage_run):
+    teacher, out, result = two_stage_run
+    run_dir, results, metrics = assert_run_outputs(result, out, teacher, "fsp")
+    assert results["epochs"] == 2 and [m["phase"] for m in metrics] == [1, 2]
+    stage1, stage2 = metrics
+    assert stage1["loss_kd"] > 0 and stage1["train_loss"] == pytest.approx(stage1["loss_kd"])  # FSP alone
+    assert stage2["loss_kd"] == 0 and stage2["train_loss"] == pytest.approx(stage2["loss_ce"])  # CE alone
+    assert stage2["step"] == 2 * stage1["step"]
+    events = EventAccumulator(str(run_dir))
+    events.Reload()
+    phases = {int(event.value) for event in events.Scalars("charts/phase")}
+    assert phases == {1, 2}
+
+
+def test_resume_across_the_stage_boundary(two_stage_run, tmp_path):
+    teacher, out, _ = two_stage_run
+    uninterrupted_dir, uninterrupted = only_run(out)
+    steps_per_epoch = json.loads((uninterrupted_dir / "metrics.jsonl").read_text().splitlines()[0])["step"]
+    run_script("kd_fsp.py", *TWO_STAGE, "--teacher", teacher, "--out-dir", tmp_path, "--max-steps", steps_per_epoch)
+    run_dir, _ = only_run(tmp_path)
+    assert torch.load(run_dir / "last.pt", weights_only=False)["phase"] == 1  # stopped at the end of stage 1
+    run_script("kd_fsp.py", *TWO_STAGE, "--teacher", teacher, "--out-dir", tmp_path, "--resume", run_dir / "last.pt")
+    resumed_dir, resumed = only_run(tmp_path)
+    assert resumed_dir == run_dir and resumed["epochs"] == 2
+    assert resumed["top1"] == uninterrupted["top1"]
+    resumed_model = torch.load(run_dir / "last.pt", weights_only=False)["model"]
+    uninterrupted_model = torch.load(uninterrupted_dir / "last.pt", weights_only=False)["model"]
+    for key, value in uninterrupted_model.items():
+        assert torch.allclose(resumed_model[key].float(), value.float(), atol=1e-6), key
+    phases = [json.loads(line)["phase"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert phases == [1, 2]
+
+
+def test_channel_mismatch_is_one_line_and_no_run(make_teacher, tmp_path):
+    result = run_script("kd_fsp.py", "--model", "resnet8x4", "--teacher", make_teacher("resnet14"),
+                        "--out-dir", tmp_path, *QUICK, check=False)
+    assert_user_error(result, "FSP needs matching channels", "stage 1 has 32 -> 64", "16 -> 16")
+    assert not any(tmp_path.iterdir())  # no run directory
