@@ -12,14 +12,23 @@ Student and teacher must have the same channel counts at every stage (the paper 
 into a shallower one of the same widths); a mismatch is reported before training starts.
 
     --fsp-mode joint (default):  loss = CE(student, labels) + beta * L_FSP, for --epochs epochs
-    --fsp-mode two-stage (the paper): stage 1, --fsp-epochs epochs of L_FSP alone (its own optimizer and
-        LR schedule; the classifier gets no gradient); stage 2, --epochs epochs of CE alone, from the
-        stage-1 weights with a fresh optimizer and schedule
+    --fsp-mode two-stage (the paper): stage 1, --fsp-epochs epochs of L_FSP alone (its own optimizer,
+        peak LR --fsp-lr and schedule; the classifier gets no gradient); stage 2, --epochs epochs of CE
+        alone, from the stage-1 weights with a fresh optimizer and schedule
 
 The paper weights the stages equally and averages over the batch; the mean over matrix entries (as in
 CRD's RepDistiller) makes the loss size independent of the widths. Epoch and step numbers count both
 stages; `charts/phase` in TensorBoard and "phase" in metrics.jsonl say which one ran (1: FSP alone,
 2: CE alone, 0: joint).
+
+Defaults. L_FSP is quadratic in the features, so its size follows the teacher's activations. A resnet56
+digits teacher (train_teacher.py defaults) has rare images with stage-3 activations near 130 (a
+resnet20's stay near 12): per-image (G^T)^2 reaches 1e5 against a median of 9, L_FSP is 30-300 and
+does not go down. On that teacher --beta 0.01 already costs the resnet20 student 1.1 points of top-1
+(0.1: 20 points); 0.001 leaves it at the no-teacher accuracy. In stage 1 the same gradients inflate
+the weights (conv1 norm 2.4 -> 97 at --fsp-lr 0.05), and stage 2 then trains slowly: top-1 41% at
+--fsp-lr 0.05, 85% at 0.01, 97% at 0.001, 99% at 0.0001. With a teacher whose features are tame
+(a resnet20) stage 1 works at 0.01-0.05 (L_FSP 3.2 -> 0.7) and beta 0.1 is harmless: raise both then.
 
     python kd_fsp.py --teacher runs/<teacher_run>/best.pt              # resnet20 student on digits
     torchrun --nproc_per_node=8 kd_fsp.py --dataset cifar100 --download --model resnet20 \
@@ -99,8 +108,9 @@ def parse_args(argv=None):
     method.add_argument("--teacher-pretrained", action="store_true", help="use torchvision's ImageNet weights")
     method.add_argument("--fsp-mode", default="joint", choices=["joint", "two-stage"],
                         help="joint: CE + beta * FSP; two-stage: FSP alone for --fsp-epochs, then CE alone")
-    method.add_argument("--beta", type=float, default=1.0, help="joint: weight of the FSP loss")
+    method.add_argument("--beta", type=float, default=0.001, help="joint: weight of the FSP loss")
     method.add_argument("--fsp-epochs", type=int, default=10, help="two-stage: epochs of stage 1 (FSP alone)")
+    method.add_argument("--fsp-lr", type=float, default=0.0001, help="two-stage: peak learning rate of stage 1")
     return parser.parse_args(argv)
 
 
@@ -190,6 +200,9 @@ def main(args):
 
     def stage_optimizer(phase):
         optimizer = build_optimizer(args, model.parameters())
+        if phase == 1:  # before the scheduler, which takes its base LR from here
+            for group in optimizer.param_groups:
+                group["lr"] = args.fsp_lr
         return optimizer, build_scheduler(args, optimizer, len(train_loader), fsp_epochs if phase == 1 else args.epochs)
 
     start_epoch, best_top1, best_epoch, prior_wall = 0, 0.0, 0, 0.0

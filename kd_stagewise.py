@@ -28,11 +28,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel as DDP
+from torchvision.models.feature_extraction import create_feature_extractor
 from tqdm import tqdm
 
 from common import UserError
 from common.data import DATASETS, build_loaders
-from common.models import MODEL_NAMES, create_model, stage_modules, stage_shapes, with_stages
+from common.models import MODEL_NAMES, STAGE_NODES, create_model, stage_modules, stage_shapes, with_stages
 from common.utils import (RunLog, Throughput, all_reduce_sum, autocast_context, build_optimizer, build_scheduler,
                           cleanup_distributed, evaluate, find_resume, grad_scaler, load_checkpoint, load_teacher,
                           new_run_dir, rng_state, save_checkpoint, seed_everything, set_rng_state, setup_distributed, user_errors)
@@ -60,10 +61,10 @@ def parse_args(argv=None):
                        help="total epochs; 0: K * --stage-epochs + --classifier-epochs, the only value stage-wise accepts")
     optim.add_argument("--batch-size", type=int, default=64, help="global batch size, split across ranks")
     optim.add_argument("--optimizer", default="adam", choices=["sgd", "adam", "adamw"], help="optimizer (seed: adam)")
-    optim.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (seed: 1e-4 on Imagenette)")
+    optim.add_argument("--lr", type=float, default=1e-2, help="peak learning rate (seed: 1e-4)")
     optim.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
     optim.add_argument("--nesterov", action="store_true", help="Nesterov momentum")
-    optim.add_argument("--weight-decay", type=float, default=0.0, help="weight decay (seed: 0)")
+    optim.add_argument("--weight-decay", type=float, default=0.0, help="weight decay")
     optim.add_argument("--label-smoothing", type=float, default=0.0, help="label smoothing of the CE loss")
     sched = parser.add_argument_group("LR schedule (restarted in each phase)")
     sched.add_argument("--lr-schedule", default="cosine", choices=["multistep", "step", "cosine"], help="LR decay")
@@ -90,7 +91,7 @@ def parse_args(argv=None):
     method.add_argument("--teacher-model", default=None, help="torchvision teacher (with --teacher-pretrained)")
     method.add_argument("--teacher-pretrained", action="store_true", help="use torchvision's ImageNet weights")
     method.add_argument("--stage-epochs", type=int, default=4, help="epochs of each stage's feature regression")
-    method.add_argument("--classifier-epochs", type=int, default=6, help="epochs of the final CE phase")
+    method.add_argument("--classifier-epochs", type=int, default=4, help="epochs of the final CE phase")
     method.add_argument("--finetune-all", action="store_true", help="final phase trains the whole network, not the head")
     method.add_argument("--simultaneous", action="store_true",
                         help="the seed's baseline: all stage losses plus CE together for --epochs")
@@ -202,7 +203,6 @@ def main(args):
     autocast = autocast_context(args.amp, device)
     # the teacher is inert: eval mode (BatchNorm uses its running stats), no gradients, never in DDP
     teacher.eval().requires_grad_(False).to(device, memory_format=memory_format)
-    teacher_stages = with_stages(teacher, teacher_name).eval()
     teacher_top1 = evaluate(teacher, val_loader, autocast, device, memory_format)["top1"]
     if master:
         print(f"teacher {teacher_name}: top1 {teacher_top1:.2f}; stage shapes student {student_shapes[1:]}, "
@@ -259,6 +259,9 @@ def main(args):
                 scheduler.load_state_dict(checkpoint["scheduler"])
             train_model = DDP(eval_model, device_ids=[device.index] if device.type == "cuda" else None) \
                 if dist.world_size > 1 else eval_model
+            # the teacher runs only as far as the stage being learnt: FX drops the layers after it
+            teacher_nodes = STAGE_NODES[teacher_name][:stage + 1] if stage else STAGE_NODES[teacher_name]
+            teacher_stages = create_feature_extractor(teacher, teacher_nodes).eval()
         train_loader.set_epoch(epoch)
         loss_sums, epoch_steps = torch.zeros(3, device=device), 0  # stage, ce, total
         throughput.start()
@@ -268,7 +271,7 @@ def main(args):
             images = images.contiguous(memory_format=memory_format)
             if stage != classifier_stage:
                 with torch.no_grad(), autocast:
-                    _, teacher_features = teacher_stages(images)
+                    teacher_features = list(teacher_stages(images).values())
             with autocast:
                 logits, features = train_model(images)
                 loss_ce = criterion(logits, labels)  # logged in every phase, trained in the last one

@@ -3,10 +3,11 @@
 #
 # Environment (every launcher):
 #   DATA_DIR, NPROC, SEEDS, OUT_DIR   set by each launcher with its own defaults
-#   TORCHRUN   how to start a run (default: "torchrun --standalone"); multi-node, on every node:
-#              TORCHRUN="torchrun --nnodes=2 --node-rank=\$RANK --rdzv-backend=c10d --rdzv-endpoint=host0:29500"
+#   TORCHRUN   how to start a run (default: "torchrun --standalone", one node); on each of two nodes:
+#              TORCHRUN="torchrun --nnodes=2 --node_rank=$NODE_RANK --rdzv_backend=c10d --rdzv_endpoint=node0:29500"
+#              (OUT_DIR on storage all nodes share; NPROC is per node)
 #   DRY_RUN=1  print the command of every row of the table, run nothing
-#   SMOKE=1    run each distinct command shape (script + flag names) once, for 2 steps on CPU, on
+#   SMOKE=1    run each distinct command shape (script + method flags) once, for 2 steps on CPU, on
 #              digits (CIFAR-sized rows) or fake 32x32 images (ImageNet-sized rows), in a fresh
 #              temporary OUT_DIR; missing and torchvision-pretrained teachers become 2-step teachers
 
@@ -109,11 +110,20 @@ smoke_rewrite() {  # SCRIPT ARGS... -> SMOKE_ARGS: the row on small data, 1 epoc
   return 0
 }
 
-shape_of() {  # SCRIPT ARGS...: the script, its sorted flag names and the method's mode values
+# Flags every script shares (train_teacher.py's): the code behind them is common/, which every
+# smoke run exercises, so rows that differ only in these flags (or in values) share a shape. Each
+# row's flags are checked against the scripts' parsers by tests/test_launchers.py.
+COMMON_FLAGS=" --dataset --data-dir --download --train-fraction --image-size --val-resize --num-classes --loader
+  --workers --model --pretrained --epochs --batch-size --optimizer --lr --momentum --nesterov --weight-decay
+  --label-smoothing --lr-schedule --milestones --lr-step --gamma --warmup-epochs --amp --channels-last --compile
+  --device --seed --exp-name --out-dir --max-steps --log-interval --resume --evaluate"
+COMMON_FLAGS=" $(echo $COMMON_FLAGS) "  # one space between flags
+
+shape_of() {  # SCRIPT ARGS...: the script, its method flags and the values of the mode flags
   local key=$1 prev="" arg
   shift
   for arg in "$@"; do
-    if [[ $arg == --* ]]; then key+=$'\n'"$arg"
+    if [[ $arg == --* && $COMMON_FLAGS != *" $arg "* ]]; then key+=$'\n'"$arg"
     elif [[ $prev == --fsp-mode || $prev == --at-mode ]]; then key+="=$arg"
     fi
     prev=$arg
@@ -142,7 +152,7 @@ launch() {  # SCRIPT ARGS...: one row of a table (a teacher pattern follows --te
     local shape
     shape=$(shape_of "$script" "${args[@]}")
     mkdir -p "$OUT_DIR" && touch "$OUT_DIR/.smoke_shapes"
-    grep -qxF "$shape" "$OUT_DIR/.smoke_shapes" && return 0
+    grep -qxF -- "$shape" "$OUT_DIR/.smoke_shapes" && return 0
     echo "$shape" >> "$OUT_DIR/.smoke_shapes"
   fi
   local i

@@ -142,3 +142,12 @@ def test_channel_mismatch_is_one_line_and_no_run(make_teacher, tmp_path):
                         "--out-dir", tmp_path, *QUICK, check=False)
     assert_user_error(result, "FSP needs matching channels", "stage 1 has 32 -> 64", "16 -> 16")
     assert not any(tmp_path.iterdir())  # no run directory
+
+
+def test_two_stage_under_torchrun(make_teacher, tmp_path):
+    # stage 1 leaves the classifier without gradient: DDP must be told, or the second step fails
+    teacher = make_teacher("resnet14")
+    result = run_script("kd_fsp.py", *TWO_STAGE, "--teacher", teacher, "--out-dir", tmp_path,
+                        "--max-steps", "24", nproc=2)  # 22 steps of stage 1, 2 of stage 2
+    _, results, metrics = assert_run_outputs(result, tmp_path, teacher, "fsp")
+    assert results["world_size"] == 2 and [(m["phase"], m["step"]) for m in metrics] == [(1, 22), (2, 24)]

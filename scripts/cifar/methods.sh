@@ -9,7 +9,8 @@
 #   DRY_RUN=1 bash scripts/cifar/methods.sh              # print the 72 commands
 #   SMOKE=1 bash scripts/cifar/methods.sh                # 2 steps of each command shape on CPU
 set -euo pipefail
-source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+source "$HERE/../lib.sh"
 : "${DATA_DIR:=data}" "${NPROC:=$(default_nproc)}" "${SEEDS:=0 1 2}" "${OUT_DIR:=runs/cifar}"
 TEACHER_SEED="${TEACHER_SEED:-${SEEDS%% *}}"
 

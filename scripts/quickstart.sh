@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Quick start on the embedded digits data set (CPU is enough): a resnet56 teacher, a resnet20
+# no-teacher baseline, and the same resnet20 distilled with every method, on all of the training
+# data and on 1/4 of it (where distillation matters most); then a table made by scripts/report.py.
+#   bash scripts/quickstart.sh                 # about 6 minutes on a 2-core CPU
+#   OUT_DIR=runs/qs EPOCHS=30 bash scripts/quickstart.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON="${PYTHON:-python}"
+OUT_DIR="${OUT_DIR:-runs/quickstart-$(date +%Y%m%d-%H%M%S)}"
+EPOCHS="${EPOCHS:-30}"
+TEACHER="${TEACHER:-resnet56}"
+STUDENT="${STUDENT:-resnet20}"
+started=$SECONDS
+
+run() {  # print, then run quietly: the per-epoch lines go to the run's log
+  local log="$OUT_DIR/logs/$1.log"
+  shift
+  mkdir -p "$OUT_DIR/logs"
+  echo "+ $*"
+  if ! "$@" > "$log" 2>&1; then
+    tail -n 20 "$log" >&2
+    exit 1
+  fi
+  tail -n 1 "$log"
+}
+
+for fraction in 1.0 0.25; do
+  out="$OUT_DIR/fraction$fraction"
+  common=(--dataset digits --train-fraction "$fraction" --epochs "$EPOCHS" --out-dir "$out")
+  echo "== digits, train fraction $fraction =="
+  run "teacher_$fraction" "$PYTHON" train_teacher.py --model "$TEACHER" --exp-name teacher "${common[@]}"
+  teacher=$(ls -td "$out"/teacher__*/ | head -n 1)best.pt
+  student=(--model "$STUDENT" "${common[@]}")
+  run "baseline_$fraction" "$PYTHON" train_teacher.py "${student[@]}" --exp-name baseline
+  run "st_$fraction" "$PYTHON" kd_st.py --teacher "$teacher" "${student[@]}"
+  run "logit_$fraction" "$PYTHON" kd_logit.py --teacher "$teacher" "${student[@]}"
+  run "at_$fraction" "$PYTHON" kd_at.py --teacher "$teacher" "${student[@]}"
+  run "at_st_$fraction" "$PYTHON" kd_at.py --teacher "$teacher" --st-alpha 0.9 --exp-name kd_at_st "${student[@]}"
+  run "fsp_$fraction" "$PYTHON" kd_fsp.py --teacher "$teacher" "${student[@]}"
+  run "stagewise_$fraction" "$PYTHON" kd_stagewise.py --teacher "$teacher" "${student[@]}"
+done
+
+echo
+"$PYTHON" scripts/report.py "$OUT_DIR" --quickstart
+echo
+echo "quick start finished in $((SECONDS - started)) s; runs, report.md, report.csv and plots in $OUT_DIR"
