@@ -396,12 +396,12 @@ def build_loaders(args, device, rank=0, world_size=1):
         else:
             (x_train, y_train), (x_val, y_val), num_classes = load_cifar_arrays(name, args.data_dir, args.download)
             pad, flip = 4, True
-        keep = stratified_subset(y_train, args.train_fraction, seed=0)
-        x_train, y_train = x_train[keep], y_train[keep]
         if name in CIFAR_STATS:
             mean, std = CIFAR_STATS[name]
-        else:
+        else:  # of the whole train split, so a teacher trained on all of it sees the same inputs
             mean, std = (x_train.mean((0, 1, 2)) / 255).tolist(), (x_train.std((0, 1, 2)) / 255).tolist()
+        keep = stratified_subset(y_train, args.train_fraction, seed=0)
+        x_train, y_train = x_train[keep], y_train[keep]
         common = dict(batch_size=per_rank, device=device, mean=mean, std=std, rank=rank, world_size=world_size,
                       seed=args.seed)
         train = TensorLoader(x_train, y_train, train=True, pad=pad, flip=flip, **common)

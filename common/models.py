@@ -61,6 +61,10 @@ class CifarResNet(nn.Module):
             elif isinstance(m, nn.Linear):
                 nn.init.xavier_uniform_(m.weight)
                 nn.init.zeros_(m.bias)
+            elif isinstance(m, CifarBasicBlock):
+                # each block starts as the identity (Goyal et al. 2017): without this, deep nets
+                # (resnet56/110) grow rare huge activations that destabilise training and FSP
+                nn.init.zeros_(m.bn2.weight)
 
     def forward(self, x):
         x = self.relu(self.bn1(self.conv1(x)))
@@ -231,7 +235,7 @@ def stage_shapes(model, name, image_shape):
     """Per-stage (C, H, W) of the stem and each stage output for one input of `image_shape` (C, H, W)."""
     was_training = model.training
     model.eval()
-    _, features = with_stages(model, name)(torch.zeros(1, *image_shape))
+    _, features = with_stages(model, name)(torch.zeros(1, *image_shape, device=next(model.parameters()).device))
     model.train(was_training)
     return [tuple(f.shape[1:]) for f in features]
 

@@ -47,6 +47,7 @@ def main():
     args = parser.parse_args()
     args.download, args.train_fraction, args.val_resize, args.seed = False, 1.0, 256, 0
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    torch.set_flush_denormal(True)  # as the training scripts do (common.utils.setup_distributed)
     train, _, num_classes, _ = build_loaders(args, device)
     model = create_model(args.model, num_classes).to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)

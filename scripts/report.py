@@ -136,22 +136,28 @@ def _same(ours, theirs):
 
 # ---------------------------------------------------------------- loading and grouping
 def load_runs(runs_dir):
+    # run directory name -> args: finds a teacher run whose recorded path was relative to another directory
+    args_by_name = {p.parent.name: json.loads(p.read_text()) for p in Path(runs_dir).rglob("args.json")}
     runs = []
     for results_path in sorted(Path(runs_dir).rglob("results.json")):
         run_dir = results_path.parent
-        args_path, metrics_path = run_dir / "args.json", run_dir / "metrics.jsonl"
-        if not args_path.exists():
+        if not (run_dir / "args.json").exists():
             print(f"skipping {run_dir}: no args.json", file=sys.stderr)
             continue
-        args = json.loads(args_path.read_text())
+        args = json.loads((run_dir / "args.json").read_text())
         results = json.loads(results_path.read_text())
+        metrics_path = run_dir / "metrics.jsonl"
         metrics = [json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()] \
             if metrics_path.exists() else []
         setting = {k: tuple(v) if isinstance(v, list) else v for k, v in args.items() if k not in IGNORED_ARGS}
         if args.get("teacher"):  # the teacher's own label smoothing tells seed 000's two teachers apart
-            teacher_args = Path(args["teacher"]).parent / "args.json"
-            if teacher_args.exists():
-                setting["teacher_label_smoothing"] = json.loads(teacher_args.read_text()).get("label_smoothing", 0.0)
+            teacher_run = Path(args["teacher"]).parent
+            teacher_args = json.loads((teacher_run / "args.json").read_text()) if (teacher_run / "args.json").exists() \
+                else args_by_name.get(teacher_run.name)
+            if teacher_args is not None:
+                setting["teacher_label_smoothing"] = teacher_args.get("label_smoothing", 0.0)
+            else:  # teacher run not found: its experiment name still separates different teachers
+                setting["teacher_exp"] = teacher_run.name.split("__")[0]
         runs.append({"dataset": results.get("dataset", args.get("dataset")), "student": results.get("model", args.get("model")),
                      "teacher": results.get("teacher"), "method": results.get("method", "baseline"),
                      "args": setting, "seed": args.get("seed"), "finished": results_path.stat().st_mtime,

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # tests import common/ and the scripts' loss functions
@@ -53,6 +54,35 @@ def assert_user_error(result, *words):
     assert len(lines) >= 1 and lines[-1].startswith("error: "), result.stderr
     for word in words:
         assert word in lines[-1], (word, lines[-1])
+
+
+def tensorboard_tags(run_dir):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    events = EventAccumulator(str(run_dir))
+    events.Reload()
+    return set(events.Tags()["scalars"])
+
+
+def assert_run_outputs(result, out_dir, teacher_path, method, model="resnet8"):
+    """Every output file is there and consistent; returns (run_dir, results, metrics lines)."""
+    from common.models import create_model
+    run_dir, results = only_run(out_dir)
+    for name in ("args.json", "metrics.jsonl", "results.json", "last.pt", "best.pt"):
+        assert (run_dir / name).is_file(), name
+    assert list(run_dir.glob("events.out.tfevents.*"))
+    assert json.loads((run_dir / "args.json").read_text())["model"] == model
+    metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [m["epoch"] for m in metrics] == list(range(1, results["epochs"] + 1))
+    assert results["method"] == method and results["model"] == model
+    teacher = torch.load(teacher_path, weights_only=False)
+    assert results["teacher"] == teacher["model_name"]
+    assert results["teacher_top1"] == pytest.approx(teacher["top1"])  # the teacher was evaluated as it was saved
+    last = torch.load(run_dir / "last.pt", weights_only=False)
+    assert last["model_name"] == model and last["epoch"] == results["epochs"]
+    assert last["model"].keys() == create_model(model, 10).state_dict().keys()  # the plain model, not the wrapper
+    final = result.stdout.strip().splitlines()[-1]
+    assert final.startswith(f"FINAL top1={results['top1']:.2f} ") and f"best_top1={results['best_top1']:.2f}" in final
+    return run_dir, results, metrics
 
 
 QUICK = ["--epochs", "1", "--batch-size", "64", "--log-interval", "5"]

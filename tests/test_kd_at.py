@@ -1,13 +1,11 @@
 """kd_at.py: attention maps and the AT loss against values worked out by hand, gradients that reach only
 the student, and end-to-end runs on digits (AT, AT + soft targets, a 2-process torchrun)."""
-import json
 import math
 
 import pytest
 import torch
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import QUICK, assert_user_error, only_run, run_script
+from conftest import QUICK, assert_run_outputs, assert_user_error, run_script, tensorboard_tags
 from common.models import create_model, with_stages
 from kd_at import at_loss, attention_map
 
@@ -86,33 +84,6 @@ def test_one_step_trains_the_student_only():
     assert all(p.grad is None for p in teacher_model.parameters())
     for key, value in teacher_model.state_dict().items():  # BatchNorm running stats included
         assert torch.equal(value, teacher_before[key]), key
-
-
-def tensorboard_tags(run_dir):
-    events = EventAccumulator(str(run_dir))
-    events.Reload()
-    return set(events.Tags()["scalars"])
-
-
-def assert_run_outputs(result, out_dir, teacher_path, method, model="resnet8"):
-    """Every output file is there and consistent; returns (run_dir, results, metrics lines)."""
-    run_dir, results = only_run(out_dir)
-    for name in ("args.json", "metrics.jsonl", "results.json", "last.pt", "best.pt"):
-        assert (run_dir / name).is_file(), name
-    assert list(run_dir.glob("events.out.tfevents.*"))
-    assert json.loads((run_dir / "args.json").read_text())["model"] == model
-    metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    assert [m["epoch"] for m in metrics] == list(range(1, results["epochs"] + 1))
-    assert results["method"] == method and results["model"] == model
-    teacher = torch.load(teacher_path, weights_only=False)
-    assert results["teacher"] == teacher["model_name"]
-    assert results["teacher_top1"] == pytest.approx(teacher["top1"])  # the teacher was evaluated as it was saved
-    last = torch.load(run_dir / "last.pt", weights_only=False)
-    assert last["model_name"] == model and last["epoch"] == results["epochs"]
-    assert last["model"].keys() == create_model(model, 10).state_dict().keys()  # the plain model, not the wrapper
-    final = result.stdout.strip().splitlines()[-1]
-    assert final.startswith(f"FINAL top1={results['top1']:.2f} ") and f"best_top1={results['best_top1']:.2f}" in final
-    return run_dir, results, metrics
 
 
 def test_attention_transfer_end_to_end(make_teacher, tmp_path):

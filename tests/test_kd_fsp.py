@@ -6,11 +6,10 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import QUICK, assert_user_error, only_run, run_script
+from conftest import QUICK, assert_run_outputs, assert_user_error, only_run, run_script, tensorboard_tags
 from common import UserError
 from common.models import create_model, stage_shapes, with_stages
 from kd_fsp import check_channels, fsp_loss, fsp_matrix
-from test_kd_at import assert_run_outputs, tensorboard_tags
 
 # one image, 1x2 positions: F_in has channels [1, 2] and [3, 0], F_out has channels [4, 5] and [1, -1]
 FEATURE_IN = torch.tensor([[[[1.0, 2.0]], [[3.0, 0.0]]]])

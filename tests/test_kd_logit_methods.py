@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from common.models import create_model
-from conftest import QUICK, assert_user_error, only_run, run_dirs, run_script
+from conftest import QUICK, assert_run_outputs, assert_user_error, only_run, run_dirs, run_script, tensorboard_tags
 from kd_logit import logit_loss
 from kd_st import kd_loss
 
@@ -89,16 +89,9 @@ def test_one_step_trains_only_the_student():
 def test_end_to_end_on_digits(tmp_path, make_teacher, script, args, method):
     teacher = make_teacher()
     result = run_script(script, "--teacher", teacher, "--model", "resnet8", *QUICK, *args, "--out-dir", tmp_path)
-    run_dir, results = only_run(tmp_path)
-    for name in ["args.json", "metrics.jsonl", "results.json", "last.pt", "best.pt"]:
-        assert (run_dir / name).is_file(), name
-    assert results["method"] == method and results["teacher"] == "resnet14"
-    assert 0 < results["teacher_top1"] <= 100
+    _, results, _ = assert_run_outputs(result, tmp_path, teacher, method)
     assert f"top1 {results['teacher_top1']:.2f}" in result.stdout  # logged before training
-    assert result.stdout.strip().splitlines()[-1].startswith("FINAL top1=")
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-    events = EventAccumulator(str(run_dir)).Reload()
-    assert {"losses/ce", "losses/kd", "losses/total"} <= set(events.Tags()["scalars"])
+    assert {"losses/ce", "losses/kd", "losses/total"} <= tensorboard_tags(only_run(tmp_path)[0])
 
 
 def test_kd_st_under_torchrun(tmp_path, make_teacher):

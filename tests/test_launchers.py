@@ -45,7 +45,8 @@ SMOKE = {
 
 def bash(script, **env):
     """Run a bash script (or `-c` command) with `env` on top of ours and the venv's torchrun first on PATH."""
-    full_env = {key: value for key, value in os.environ.items() if key not in ("SEEDS", "OUT_DIR", "NPROC", "DATA_DIR")}
+    launcher_vars = ("SEEDS", "OUT_DIR", "NPROC", "DATA_DIR", "TEACHER_SEED", "TORCHRUN", "DRY_RUN", "SMOKE")
+    full_env = {key: value for key, value in os.environ.items() if key not in launcher_vars}
     full_env.update(PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", PYTHONPATH=str(ROOT), **env)
     cmd = ["bash", "-c", script] if script.startswith("source ") else ["bash", script]
     return subprocess.run(cmd, cwd=ROOT, env=full_env, capture_output=True, text=True, timeout=600)

@@ -61,10 +61,12 @@ def report(tmp_path_factory):
     # a baseline of another recipe: the KD rows must not be compared with it
     write_run(root, "other__cifar100__resnet20__seed0__1", {"model": "resnet20", "seed": 0, "epochs": 200}, "baseline",
               [(40.0, 70.0), (60.0, 80.0)])
+    # the LS 0.1 students recorded their teacher relative to another directory: found by its run name
+    teacher_paths = {0.0: str(teachers[0.0]), 0.1: f"elsewhere/{teachers[0.1].parent.name}/best.pt"}
     for smoothing, table in ((0.0, KD_LS0), (0.1, KD_LS1)):
         for seed, curve in table.items():
             write_run(root / "nested", f"kd__cifar100__resnet20__seed{seed}__{smoothing}",
-                      {"model": "resnet20", "seed": seed, "teacher": str(teachers[smoothing]), "teacher_model": None,
+                      {"model": "resnet20", "seed": seed, "teacher": teacher_paths[smoothing], "teacher_model": None,
                        "teacher_pretrained": False, "temperature": 4.0, "alpha": 0.9}, "st", curve, teacher="resnet56")
     out = root / "report"
     result = subprocess.run([sys.executable, "scripts/report.py", str(root), "--out", str(out), "--reference"],
