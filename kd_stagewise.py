@@ -1,21 +1,28 @@
-"""Stage-wise training with feature maps (seed 004, "knowledge_distillation" by akshaykvnit): the
+"""Stage-wise training with feature maps (seed 004, akshaykvnit/knowledge_distillation): the
 student learns the teacher's intermediate feature maps one stage at a time, then its classifier.
 
     phase k = 1..K:  min over stage k (the stem trains with stage 1)   MSE(A_k(S_k(x)), T_k(x)),
-                     stages 1..k-1 frozen (weights and BatchNorm statistics), later stages unused
+                     stages before k frozen: no gradients, BatchNorm in eval mode (statistics kept)
     phase K + 1:     min over the head (everything after stage K)      CE(student(x), y), body frozen
                      (--finetune-all: over the whole network)
     --simultaneous:  min over everything   CE(student(x), y) + sum_k MSE(A_k(S_k(x)), T_k(x))
 
 S_k / T_k are the outputs of stage k of student and teacher (`common.models.STAGE_NODES`) and A_k
 a learned 1x1 convolution where their channel counts differ (the FitNets regressor, Romero et al.
-2015), the identity otherwise. Each phase gets a fresh optimizer and LR schedule; the run lasts
-K * --stage-epochs + --classifier-epochs epochs, which is also --simultaneous's default --epochs.
+2015), the identity otherwise; adapters train with their stage and are saved as "adapters" next to
+the plain student "model" in the checkpoints. Spatial sizes must match stage by stage.
+
+Each phase gets a fresh optimizer and LR schedule (warm-up, milestones and steps count from the
+phase's first epoch). A stage-wise run lasts K * --stage-epochs + --classifier-epochs epochs, which
+is also --simultaneous's default --epochs. `charts/stage` and metrics.jsonl's "stage" say what an
+epoch trained: k for stage k, K + 1 for the classifier, 0 for --simultaneous. --resume takes the
+phase from the epoch and restores the optimizer and LR schedule only when it resumes inside the
+phase they were saved in. The seed used Adam at lr 1e-4 throughout; the defaults here suit digits.
 
     python kd_stagewise.py --teacher runs/<teacher_run>/best.pt        # resnet20 student on digits
     torchrun --nproc_per_node=8 kd_stagewise.py --dataset imagenette --data-dir /data/imagenette2 \
-        --model resnet14_imagenet --teacher runs/<resnet34_teacher_run>/best.pt --stage-epochs 100 \
-        --classifier-epochs 100 --lr 1e-4 --weight-decay 0 --batch-size 64 --amp bf16
+        --model resnet14_imagenet --teacher runs/<resnet34_teacher_run>/best.pt --stage-epochs 10 \
+        --classifier-epochs 10 --lr 1e-4 --batch-size 64 --amp bf16
 
 Writes runs/<run_name>/ with args.json, metrics.jsonl, results.json, last.pt, best.pt and
 TensorBoard events; the last stdout line is `FINAL top1=... top5=... best_top1=...`.
@@ -180,7 +187,8 @@ def main(args):
     teacher, teacher_name = load_teacher(args, num_classes)
 
     model = create_model(args.model, num_classes, args.pretrained)
-    student_shapes, teacher_shapes = stage_shapes(model, args.model, image_shape), stage_shapes(teacher, teacher_name, image_shape)
+    student_shapes = stage_shapes(model, args.model, image_shape)
+    teacher_shapes = stage_shapes(teacher, teacher_name, image_shape)
     check_stages(args.model, student_shapes, teacher_name, teacher_shapes)
     num_stages = len(student_shapes) - 1
     stagewise_epochs = num_stages * args.stage_epochs + args.classifier_epochs
@@ -247,7 +255,7 @@ def main(args):
     for epoch in range(start_epoch, args.epochs):
         if args.max_steps and step >= args.max_steps:
             break
-        stage, first_epoch, phase_epochs = phase_at(plan, epoch)
+        stage, _, phase_epochs = phase_at(plan, epoch)
         trained = trained_groups(stage, num_stages, args.finetune_all)
         params = freeze_all_but(groups, student.adapters, trained, stage)  # every epoch: evaluate() resets modes
         if (stage, trained) != phase:  # a new phase: fresh optimizer and LR schedule; DDP over what it trains
@@ -279,7 +287,8 @@ def main(args):
                     loss_stage = torch.zeros((), device=device)
                     loss = loss_ce
                 elif stage == 0:
-                    loss_stage = sum(stage_loss(f, t) for f, t in zip(features, teacher_features[1:]))
+                    loss_stage = sum(stage_loss(student_feature, teacher_feature)
+                                     for student_feature, teacher_feature in zip(features, teacher_features[1:]))
                     loss = loss_ce + loss_stage
                 else:
                     loss_stage = stage_loss(features[stage - 1], teacher_features[stage])

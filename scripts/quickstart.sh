@@ -42,6 +42,6 @@ for fraction in 1.0 0.25; do
 done
 
 echo
-"$PYTHON" scripts/report.py "$OUT_DIR" --quickstart
+"$PYTHON" scripts/report.py "$OUT_DIR" --compact
 echo
 echo "quick start finished in $((SECONDS - started)) s; runs, report.md, report.csv and plots in $OUT_DIR"

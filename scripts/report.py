@@ -254,6 +254,25 @@ def _delta(value, dagger):
     return "–" if math.isnan(value) else f"{value:+.2f}{' †' if dagger else ''}"
 
 
+def _duration(seconds):
+    return f"{seconds:.0f} s" if seconds < 600 else f"{seconds / 60:.1f} min" if seconds < 36000 else f"{seconds / 3600:.1f} h"
+
+
+def compact_markdown(groups):
+    """The quick start's table: one line per method, top-1 of the last epoch and its change."""
+    header = ["data set", "train fraction", "student", "teacher", "method", "setting", "top-1", "Δ vs baseline",
+              "wall time"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for g in groups:
+        cells = [g["dataset"], f"{g['args'].get('train_fraction', 1.0):g}", g["student"], g["teacher"] or "–",
+                 g["method"], g["setting"] or "–", _pm(g["top1_last"], g["top1_last_std"]),
+                 _delta(g["delta_last"], bool(g["baseline_differs"])), _duration(g["wall_time_s"])]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "top-1: val accuracy (%) at the last epoch; Δ: against the no-teacher baseline of the same "
+              "student and train fraction."]
+    return "\n".join(lines) + "\n"
+
+
 def _reference_text(group):
     ref = reference_for(group)
     return ("", "") if ref is None else (str(ref[0]), ref[1])
@@ -261,7 +280,7 @@ def _reference_text(group):
 
 def markdown(groups, with_reference):
     header = ["data set", "student", "teacher", "method", "setting", "seeds", "top-1 last", "top-1 best",
-              "top-5 last", "top-5 best", "Δ top-1 last", "Δ top-1 best", "wall time (h)"]
+              "top-5 last", "top-5 best", "Δ top-1 last", "Δ top-1 best", "wall time"]
     if with_reference:
         header += ["published top-1", "source"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -270,7 +289,7 @@ def markdown(groups, with_reference):
         cells = [g["dataset"], g["student"], g["teacher"] or "–", g["method"], g["setting"] or "–", str(g["seeds"]),
                  _pm(g["top1_last"], g["top1_last_std"]), _pm(g["top1_best"], g["top1_best_std"]),
                  _pm(g["top5_last"], g["top5_last_std"]), _pm(g["top5_best"], g["top5_best_std"]),
-                 _delta(g["delta_last"], dagger), _delta(g["delta_best"], dagger), f"{g['wall_time_s'] / 3600:.2f}"]
+                 _delta(g["delta_last"], dagger), _delta(g["delta_best"], dagger), _duration(g["wall_time_s"])]
         if with_reference:
             cells += list(_reference_text(g))
         lines.append("| " + " | ".join(cells) + " |")
@@ -330,6 +349,8 @@ def main():
     parser.add_argument("runs_dir", help="directory searched recursively for results.json")
     parser.add_argument("--out", default=None, help="where report.md, report.csv and the PNGs go (default: RUNS_DIR)")
     parser.add_argument("--reference", action="store_true", help="add the published top-1 beside ours")
+    parser.add_argument("--compact", action="store_true",
+                        help="print the short table of the quick start (report.md keeps every column)")
     args = parser.parse_args()
     if not Path(args.runs_dir).is_dir():
         sys.exit(f"error: {args.runs_dir} is not a directory")
@@ -345,7 +366,7 @@ def main():
     (out_dir / "report.md").write_text(table)
     write_csv(groups, out_dir / "report.csv", args.reference)
     plots = plot_curves(groups, out_dir)
-    print(table)
+    print(compact_markdown(groups) if args.compact else table)
     print(f"wrote {out_dir / 'report.md'}, {out_dir / 'report.csv'} and {len(plots)} plot(s)", file=sys.stderr)
 
 

@@ -227,4 +227,5 @@ def test_seed_pairs_match_stage_by_stage_without_adapters(student, teacher):
     student_shapes = stage_shapes(create_model(student, 10), student, (3, 64, 64))
     teacher_shapes = stage_shapes(create_model(teacher, 10), teacher, (3, 64, 64))
     assert student_shapes == teacher_shapes  # check_stages passes, every adapter is the identity
-    assert len(StudentWithAdapters(create_model(student, 10), student, student_shapes, teacher_shapes).adapters.state_dict()) == 0
+    adapters = StudentWithAdapters(create_model(student, 10), student, student_shapes, teacher_shapes).adapters
+    assert len(adapters.state_dict()) == 0
