@@ -21,8 +21,8 @@ phase they were saved in. The seed used Adam at lr 1e-4 throughout; the defaults
 
     python kd_stagewise.py --teacher runs/<teacher_run>/best.pt        # resnet20 student on digits
     torchrun --nproc_per_node=8 kd_stagewise.py --dataset imagenette --data-dir /data/imagenette2 \
-        --model resnet14_imagenet --teacher runs/<resnet34_teacher_run>/best.pt --stage-epochs 10 \
-        --classifier-epochs 10 --lr 1e-4 --batch-size 64 --amp bf16
+        --model resnet14_imagenet --teacher runs/<resnet34_teacher_run>/best.pt --stage-epochs 100 \
+        --classifier-epochs 100 --lr 1e-4 --batch-size 64 --amp bf16
 
 Writes runs/<run_name>/ with args.json, metrics.jsonl, results.json, last.pt, best.pt and
 TensorBoard events; the last stdout line is `FINAL top1=... top5=... best_top1=...`.
@@ -97,8 +97,9 @@ def parse_args(argv=None):
     method.add_argument("--teacher", default=None, help="teacher checkpoint written by train_teacher.py")
     method.add_argument("--teacher-model", default=None, help="torchvision teacher (with --teacher-pretrained)")
     method.add_argument("--teacher-pretrained", action="store_true", help="use torchvision's ImageNet weights")
-    method.add_argument("--stage-epochs", type=int, default=4, help="epochs of each stage's feature regression")
-    method.add_argument("--classifier-epochs", type=int, default=4, help="epochs of the final CE phase")
+    # defaults: 3 * 8 + 6 = 30 epochs for a CIFAR ResNet, train_teacher.py's budget
+    method.add_argument("--stage-epochs", type=int, default=8, help="epochs of each stage's feature regression")
+    method.add_argument("--classifier-epochs", type=int, default=6, help="epochs of the final CE phase")
     method.add_argument("--finetune-all", action="store_true", help="final phase trains the whole network, not the head")
     method.add_argument("--simultaneous", action="store_true",
                         help="the seed's baseline: all stage losses plus CE together for --epochs")

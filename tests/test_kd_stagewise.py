@@ -8,10 +8,9 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from conftest import assert_user_error, only_run, run_script
+from conftest import assert_run_outputs, assert_user_error, only_run, run_script, tensorboard_tags
 from common.models import STAGE_NODES, create_model, stage_modules, stage_shapes, with_stages
 from kd_stagewise import StudentWithAdapters, main, parse_args, freeze_all_but, phase_at, phase_plan, stage_loss, trained_groups
-from test_kd_at import assert_run_outputs, tensorboard_tags
 
 STEPS_PER_EPOCH = 5  # a quarter of digits: 359 training images // 64
 # wrn_16_2 (stage widths 32/64/128) learning resnet14's stages (16/32/64): every stage has an adapter
@@ -120,13 +119,13 @@ def load(path):
 @pytest.fixture(scope="module")
 def phase_runs(make_teacher, tmp_path_factory):
     """Epochs 1-5 in phases stage 1, 2, 3, classifier, classifier: once straight through, once
-    stopped after epochs 1, 2 (phase boundaries) and 4 (inside a phase) and resumed; the
-    checkpoints of those stops and the end."""
-    teacher = make_teacher("resnet14", "--train-fraction", "0.25")  # the students' normalisation
+    stopped after epoch 2 (a phase boundary) and 4 (inside a phase) and resumed; the checkpoints
+    of those stops and of the end."""
+    teacher = make_teacher("resnet14")
     out = tmp_path_factory.mktemp("stagewise_phases")
     straight = run_script("kd_stagewise.py", *PHASES, "--teacher", teacher, "--out-dir", out / "straight")
     checkpoints = []
-    for epoch in (1, 2, 4, 5):
+    for epoch in (2, 4, 5):
         resume = ["--resume", only_run(out / "chain")[0] / "last.pt"] if checkpoints else []
         run_script("kd_stagewise.py", *PHASES, "--teacher", teacher, "--out-dir", out / "chain",
                    "--max-steps", STEPS_PER_EPOCH * epoch if epoch < 5 else 0, *resume)
@@ -147,10 +146,10 @@ def test_stagewise_end_to_end(phase_runs):
 
 
 def test_each_phase_trains_only_its_stage_and_adapter(phase_runs):
-    epoch1, epoch2, epoch4, epoch5 = [load(path) for path in phase_runs.checkpoints]
-    assert [epoch["phase"][0] for epoch in (epoch1, epoch2, epoch4, epoch5)] == [1, 2, 4, 4]
-    assert changed(epoch1, epoch2) == ([2], [2])  # stage 2 and its adapter; the rest incl. BN statistics kept
-    assert changed(epoch2, epoch4) == ([3, 4], [3])  # stage 3, then the head
+    epoch2, epoch4, epoch5 = [load(path) for path in phase_runs.checkpoints]
+    assert [epoch["phase"][0] for epoch in (epoch2, epoch4, epoch5)] == [2, 4, 4]
+    # stage 3 and its adapter, then the head; the rest kept, BatchNorm statistics included
+    assert changed(epoch2, epoch4) == ([3, 4], [3])
     assert changed(epoch4, epoch5) == ([4], [])  # inside the classifier phase: the head only
 
 
@@ -166,14 +165,14 @@ def test_resumed_at_every_phase_boundary_equals_straight_run(phase_runs):
 def test_torchrun_crosses_a_phase_boundary_with_finetune_all(phase_runs, tmp_path):
     """Two processes resume after stage 2: stage 3, then the whole network fine-tuned (a new DDP
     per phase; the body moves only because of --finetune-all, as the single-process runs show)."""
-    shutil.copy(phase_runs.checkpoints[1], tmp_path / "last.pt")
+    shutil.copy(phase_runs.checkpoints[0], tmp_path / "last.pt")
     result = run_script("kd_stagewise.py", *PHASES, "--teacher", phase_runs.teacher, "--resume",
                         tmp_path / "last.pt", "--finetune-all", nproc=2)
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["world_size"] == 2 and results["epochs"] == 5 and result.stdout.count("FINAL") == 1
     assert [json.loads(line)["stage"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [3, 4, 4]
     after = load(tmp_path / "last.pt")
-    assert changed(load(phase_runs.checkpoints[1]), after) == ([0, 1, 2, 3, 4], [3])
+    assert changed(load(phase_runs.checkpoints[0]), after) == ([0, 1, 2, 3, 4], [3])
     create_model("wrn_16_2", 10).load_state_dict(after["model"])  # the plain student, as train_teacher.py saves it
 
 
