@@ -34,6 +34,16 @@ class CifarBasicBlock(nn.Module):
         return F.relu(out + self.shortcut(x))
 
 
+def _three_stages(block, widths, blocks):
+    """Stages of `blocks` blocks at strides 1, 2, 2, from the stem's widths[0] channels to widths[1:]."""
+    stages, in_planes = [], widths[0]
+    for planes, stride in zip(widths[1:], (1, 2, 2)):
+        stages.append(nn.Sequential(*[block(in_planes if i == 0 else planes, planes, stride if i == 0 else 1)
+                                      for i in range(blocks)]))
+        in_planes = planes
+    return stages
+
+
 class CifarResNet(nn.Module):
     """3x3 stem, no max-pool, three stages of (depth - 2) / 6 basic blocks each."""
 
@@ -44,17 +54,9 @@ class CifarResNet(nn.Module):
         self.conv1 = nn.Conv2d(3, widths[0], 3, 1, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(widths[0])
         self.relu = nn.ReLU(inplace=True)
-        in_planes = widths[0]
-        layers = []
-        for planes, stride in zip(widths[1:], (1, 2, 2)):
-            stage = []
-            for i in range(blocks):
-                stage.append(CifarBasicBlock(in_planes, planes, stride if i == 0 else 1))
-                in_planes = planes
-            layers.append(nn.Sequential(*stage))
-        self.layer1, self.layer2, self.layer3 = layers
+        self.layer1, self.layer2, self.layer3 = _three_stages(CifarBasicBlock, widths, blocks)
         self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(in_planes, num_classes)
+        self.fc = nn.Linear(widths[-1], num_classes)
         for m in self.modules():  # the seed's init: kaiming for conv, xavier for linear
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
@@ -99,18 +101,10 @@ class WideResNet(nn.Module):
         blocks = (depth - 4) // 6
         widths = [16, 16 * widen, 32 * widen, 64 * widen]
         self.conv1 = nn.Conv2d(3, widths[0], 3, 1, 1, bias=False)
-        in_planes = widths[0]
-        layers = []
-        for planes, stride in zip(widths[1:], (1, 2, 2)):
-            stage = []
-            for i in range(blocks):
-                stage.append(WideBlock(in_planes, planes, stride if i == 0 else 1))
-                in_planes = planes
-            layers.append(nn.Sequential(*stage))
-        self.block1, self.block2, self.block3 = layers
-        self.bn = nn.BatchNorm2d(in_planes)
+        self.block1, self.block2, self.block3 = _three_stages(WideBlock, widths, blocks)
+        self.bn = nn.BatchNorm2d(widths[-1])
         self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(in_planes, num_classes)
+        self.fc = nn.Linear(widths[-1], num_classes)
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
