@@ -133,7 +133,7 @@ def evaluate(model, loader, autocast, device, memory_format=torch.contiguous_for
         logits = (logits[0] if isinstance(logits, tuple) else logits).float()
         hits = logits.topk(min(5, logits.shape[1]), dim=1).indices == labels[:, None]
         totals += torch.stack([hits[:, 0].sum(), hits.any(1).sum(),
-                               F.cross_entropy(logits, labels, reduction="sum"), torch.tensor(len(labels), device=device)])
+                               F.cross_entropy(logits, labels, reduction="sum"), torch.full((), len(labels), device=device)])
     top1, top5, loss, count = all_reduce_sum(totals).tolist()
     model.train(was_training)
     return {"top1": 100 * top1 / count, "top5": 100 * top5 / count, "loss": loss / count}

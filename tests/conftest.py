@@ -85,6 +85,30 @@ def assert_run_outputs(result, out_dir, teacher_path, method, model="resnet8"):
     return run_dir, results, metrics
 
 
+def feature_kd_step(feature_loss, lr=0.1):
+    """One SGD step of resnet8 (student) against resnet14 (inert teacher) on a feature loss alone,
+    `feature_loss(student_features, teacher_features)`; checks that the teacher came out untouched
+    (no gradients, BatchNorm running stats included) and returns the plain student model."""
+    from common.models import create_model, with_stages
+    torch.manual_seed(0)
+    student_model, teacher_model = create_model("resnet8", 10), create_model("resnet14", 10)
+    student, teacher = with_stages(student_model, "resnet8"), with_stages(teacher_model.eval().requires_grad_(False), "resnet14")
+    teacher_before = {k: v.clone() for k, v in teacher_model.state_dict().items()}
+    stem_before = student_model.conv1.weight.detach().clone()
+    optimizer = torch.optim.SGD(student_model.parameters(), lr=lr)
+    images = torch.randn(8, 3, 8, 8)
+    with torch.no_grad():
+        _, teacher_features = teacher(images)
+    _, features = student(images)
+    feature_loss(features, teacher_features).backward()
+    optimizer.step()
+    assert not torch.equal(student_model.conv1.weight, stem_before)  # the student moved
+    assert all(p.grad is None for p in teacher_model.parameters())
+    for key, value in teacher_model.state_dict().items():
+        assert torch.equal(value, teacher_before[key]), key
+    return student_model
+
+
 QUICK = ["--epochs", "1", "--batch-size", "64", "--log-interval", "5"]
 
 
