@@ -1,5 +1,6 @@
 """Distributed, precision, optimisation, checkpoint and run-directory plumbing shared by the scripts."""
 import contextlib
+import ctypes
 import functools
 import glob
 import json
@@ -56,11 +57,25 @@ def setup_distributed(device_arg, batch_size):
     device = torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
     # on CPU, denormal floats (e.g. from zero-initialised BatchNorm weights) can make steps 40x slower
     torch.set_flush_denormal(True)
+    if not use_cuda:
+        keep_freed_memory()
     if use_cuda:
         torch.cuda.set_device(device)
     if world_size > 1:
         torch_dist.init_process_group("nccl" if use_cuda else "gloo", device_id=device if use_cuda else None)
     return Dist(rank, local_rank, world_size, device)
+
+
+def keep_freed_memory():
+    """glibc hands every freed tensor of a few MB back to the OS (munmap, heap trimming) and
+    page-faults it in again at the next allocation: 35-55% of a CPU ResNet step on this project's
+    machine (docs/performance.md). Serve all allocations from the heap and never trim it."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc (macOS, musl): nothing to tune
+        return False
+    m_trim_threshold, m_mmap_max = -1, -4  # from glibc's malloc.h
+    return bool(libc.mallopt(m_trim_threshold, 2**31 - 1)) and bool(libc.mallopt(m_mmap_max, 0))
 
 
 def cleanup_distributed():
@@ -141,32 +156,49 @@ def evaluate(model, loader, autocast, device, memory_format=torch.contiguous_for
 
 class Throughput:
     """Training images/s: time between `start()` and `stop()` of each epoch, without the run's
-    first steps (compilation, cuDNN autotuning, DALI start-up): 5, or a quarter of a short run."""
+    first steps (compilation, cuDNN autotuning, DALI start-up): 5, or a quarter of a short run.
+    `timed(loader)` also measures how long the host waits for each batch: the data-wait fraction."""
 
     def __init__(self, device, planned_steps=20):
         self.device, self.warmup, self.steps = device, min(5, max(1, planned_steps // 4)), 0
-        self.images, self.seconds, self.epoch_images, self.epoch_seconds = 0, 0.0, 0, 0.0
+        self.images, self.seconds, self.wait = 0, 0.0, 0.0
+        self.epoch_images, self.epoch_seconds, self.epoch_wait = 0, 0.0, 0.0
 
     def _sync(self):
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
 
     def start(self):
-        self.t0, self.epoch_images = time.perf_counter(), 0
+        self.t0, self.epoch_images, self.epoch_wait = time.perf_counter(), 0, 0.0
+
+    def timed(self, loader):
+        """Yields `loader`'s batches, adding the time spent waiting for each to the epoch's data wait."""
+        batches = iter(loader)
+        while True:
+            waited = time.perf_counter()
+            try:
+                batch = next(batches)
+            except StopIteration:
+                return
+            self.epoch_wait += time.perf_counter() - waited
+            yield batch
 
     def step(self, batch_images):
         self.steps += 1
         if self.steps == self.warmup:  # one host sync in the whole run
             self._sync()
-            self.t0 = time.perf_counter()
+            self.t0, self.epoch_wait = time.perf_counter(), 0.0
         elif self.steps > self.warmup:
             self.epoch_images += batch_images
 
     def stop(self):
         self._sync()
-        self.epoch_seconds = time.perf_counter() - self.t0 if self.steps > self.warmup else 0.0
+        timed = self.steps > self.warmup
+        self.epoch_seconds = time.perf_counter() - self.t0 if timed else 0.0
+        self.epoch_wait = self.epoch_wait if timed else 0.0
         self.images += self.epoch_images
         self.seconds += self.epoch_seconds
+        self.wait += self.epoch_wait
 
     @property
     def epoch_rate(self):
@@ -175,6 +207,15 @@ class Throughput:
     @property
     def rate(self):
         return self.images / self.seconds if self.seconds else 0.0
+
+    @property
+    def epoch_wait_fraction(self):
+        """Share of the epoch's wall time the host spent waiting for the loader."""
+        return self.epoch_wait / self.epoch_seconds if self.epoch_seconds else 0.0
+
+    @property
+    def wait_fraction(self):
+        return self.wait / self.seconds if self.seconds else 0.0
 
 
 # ---------------------------------------------------------------- checkpoints

@@ -63,6 +63,13 @@ def tensorboard_tags(run_dir):
     return set(events.Tags()["scalars"])
 
 
+def assert_speed_logged(run_dir, results, metrics):
+    """images/s and the data-wait fraction are in results.json, metrics.jsonl and TensorBoard."""
+    assert results["images_per_sec"] > 0 and 0 <= results["data_wait_fraction"] < 1
+    assert all(0 <= m["data_wait_fraction"] < 1 for m in metrics)
+    assert {"charts/images_per_sec", "charts/data_wait_fraction"} <= tensorboard_tags(run_dir)
+
+
 def assert_run_outputs(result, out_dir, teacher_path, method, model="resnet8"):
     """Every output file is there and consistent; returns (run_dir, results, metrics lines)."""
     from common.models import create_model
@@ -74,6 +81,7 @@ def assert_run_outputs(result, out_dir, teacher_path, method, model="resnet8"):
     metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [m["epoch"] for m in metrics] == list(range(1, results["epochs"] + 1))
     assert results["method"] == method and results["model"] == model
+    assert_speed_logged(run_dir, results, metrics)
     teacher = torch.load(teacher_path, weights_only=False)
     assert results["teacher"] == teacher["model_name"]
     assert results["teacher_top1"] == pytest.approx(teacher["top1"])  # the teacher was evaluated as it was saved

@@ -1,0 +1,273 @@
+"""Training throughput of every script against the bare model compute, and image-file loading speed.
+
+    python scripts/benchmark.py                          # CPU setting: fake 32x32, resnet56 -> resnet20, batch 128
+    python scripts/benchmark.py --dataset digits         # the same on the real, in-memory digits
+    python scripts/benchmark.py --dataset fake --image-size 224 --teacher resnet50 --model resnet18 \
+        --num-classes 1000 --batch-size 256 --amp bf16 --channels-last [--compile] --loading
+
+For each script (a row of the table):
+  (a) images/s  the real script, `--max-steps WARMUP+STEPS`, read from its results.json; the
+                script's own Throughput leaves out its first WARMUP steps (start-up, autotuning).
+  (b) bare      the same teacher and student, optimizer and precision, on one batch that is
+                already on the device, in a tight loop: the teacher's inference-mode forward,
+                then the student's forward, cross-entropy, backward and optimizer step.
+  (c) student   (b) without the teacher. train_teacher.py's bare compute is (c).
+The ratio (a)/(b) says how much of the physical limit the script reaches; (c)/(b), the "KD
+overhead", is what the teacher costs on top of training the student alone. The bare numbers are
+measured just before and just after each script's run and averaged, so that slow drifts of a
+shared machine cancel in the ratio.
+
+--loading also times image-file loading alone (no model): NVIDIA DALI (CPU decoding, and "mixed"
+GPU decoding when a GPU is present) against the torchvision DataLoader, on a generated folder of
+JPEGs, in images/s; `--loading-only` skips the script table. `--json PATH` writes every figure.
+"""
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from types import SimpleNamespace
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+from common.data import build_loaders  # noqa: E402
+from common.models import create_model  # noqa: E402
+from common.utils import autocast_context, grad_scaler, keep_freed_memory  # noqa: E402
+
+# script -> (extra arguments, optimizer it trains with by default, whether a teacher runs)
+SCRIPTS = {
+    "train_teacher.py": ([], "sgd", False),
+    "kd_logit.py": ([], "sgd", True),
+    "kd_st.py": ([], "sgd", True),
+    "kd_at.py": ([], "sgd", True),
+    "kd_at.py --st-alpha 0.9": (["--st-alpha", "0.9"], "sgd", True),
+    "kd_fsp.py": ([], "sgd", True),
+    "kd_stagewise.py": ([], "adam", True),
+    "kd_stagewise.py --simultaneous": (["--simultaneous", "--epochs", "1000"], "adam", True),
+}
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--scripts", nargs="*", default=list(SCRIPTS), help=f"rows of the table: {list(SCRIPTS)}")
+    parser.add_argument("--dataset", default="fake", choices=["fake", "digits"], help="in-memory data for the scripts")
+    parser.add_argument("--image-size", type=int, default=32, help="fake data: image size")
+    parser.add_argument("--num-classes", type=int, default=10, help="fake data: class count")
+    parser.add_argument("--teacher", default="resnet56", help="teacher model (random weights)")
+    parser.add_argument("--model", default="resnet20", help="student model")
+    parser.add_argument("--batch-size", type=int, default=128, help="batch size")
+    parser.add_argument("--steps", type=int, default=30, help="timed steps per measurement")
+    parser.add_argument("--warmup", type=int, default=5, help="untimed first steps (the scripts drop min(5, steps/4))")
+    parser.add_argument("--amp", default="none", choices=["none", "bf16", "fp16"], help="autocast precision")
+    parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                        help="NHWC memory format; default: each script's own default")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the student (scripts and bare loop)")
+    parser.add_argument("--glibc-malloc", action="store_true",
+                        help="CPU: bare loop with glibc's default malloc, which the scripts tune (keep_freed_memory)")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="device")
+    parser.add_argument("--loading", action="store_true", help="also time image-file loading: DALI vs DataLoader")
+    parser.add_argument("--loading-only", action="store_true", help="only time image-file loading")
+    parser.add_argument("--jpegs", type=int, default=2048, help="loading: JPEGs to generate")
+    parser.add_argument("--jpeg-size", type=int, default=224, help="loading: JPEG side and crop size")
+    parser.add_argument("--workers", type=int, default=os.cpu_count(), help="loading: DALI threads / DataLoader workers")
+    parser.add_argument("--loading-batch-size", type=int, default=64, help="loading: batch size")
+    parser.add_argument("--work-dir", default=None, help="where runs and JPEGs go (default: a temporary folder)")
+    parser.add_argument("--json", default=None, help="also write all figures to this JSON file")
+    args = parser.parse_args(argv)
+    unknown = [s for s in args.scripts if s not in SCRIPTS]
+    if unknown:
+        parser.error(f"unknown script row {unknown[0]!r}; choose from {list(SCRIPTS)}")
+    return args
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+# ---------------------------------------------------------------- (a) the real script
+def run_script(row, args, teacher_path, out_dir):
+    extra, _, uses_teacher = SCRIPTS[row]
+    script = row.split()[0]
+    model = args.model
+    cmd = [sys.executable, os.path.join(ROOT, script), "--dataset", args.dataset, "--image-size", str(args.image_size),
+           "--num-classes", str(args.num_classes), "--model", model, "--batch-size", str(args.batch_size),
+           "--max-steps", str(args.warmup + args.steps), "--amp", args.amp, "--device", args.device,
+           "--out-dir", out_dir, "--log-interval", "10"]
+    if "--epochs" not in extra:
+        cmd += ["--stage-epochs", "1000"] if script == "kd_stagewise.py" else ["--epochs", "1000"]
+    if uses_teacher:
+        cmd += ["--teacher", teacher_path]
+    if args.channels_last is not None:
+        cmd += ["--channels-last" if args.channels_last else "--no-channels-last"]
+    if args.compile:
+        cmd += ["--compile"]
+    started = time.time()
+    result = subprocess.run(cmd + extra, cwd=ROOT, capture_output=True, text=True)
+    if result.returncode != 0:
+        sys.exit(f"error: {row} failed:\n{result.stderr[-3000:]}")
+    run_dir = max((os.path.join(out_dir, d) for d in os.listdir(out_dir)), key=os.path.getmtime)
+    with open(os.path.join(run_dir, "results.json")) as f:
+        results = json.load(f)
+    with open(os.path.join(run_dir, "args.json")) as f:
+        channels_last = json.load(f).get("channels_last", False)
+    return results["images_per_sec"], results.get("data_wait_fraction"), channels_last, time.time() - started
+
+
+# ---------------------------------------------------------------- (b), (c) the bare compute
+def bare_rate(args, device, image_shape, num_classes, optimizer_name, with_teacher, channels_last):
+    """images/s of the bare training step on one batch already on the device."""
+    torch.manual_seed(0)
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    student = create_model(args.model, num_classes).to(device, memory_format=memory_format).train()
+    teacher = create_model(args.teacher, num_classes).to(device, memory_format=memory_format).eval() \
+        if with_teacher else None
+    forward = torch.compile(student) if args.compile else student
+    params = student.parameters()
+    optimizer = torch.optim.SGD(params, lr=1e-3, momentum=0.9, weight_decay=5e-4) if optimizer_name == "sgd" \
+        else torch.optim.Adam(params, lr=1e-4, weight_decay=5e-4)
+    autocast, scaler = autocast_context(args.amp, device), grad_scaler(args.amp, device)
+    images = torch.randn(args.batch_size, *image_shape, device=device).contiguous(memory_format=memory_format)
+    labels = torch.randint(0, num_classes, (args.batch_size,), device=device)
+
+    def step():
+        if teacher is not None:
+            with torch.inference_mode(), autocast:
+                teacher(images)
+        with autocast:
+            loss = F.cross_entropy(forward(images), labels)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+
+    for _ in range(args.warmup):
+        step()
+    sync(device)
+    started = time.perf_counter()
+    for _ in range(args.steps):
+        step()
+    sync(device)
+    return args.steps * args.batch_size / (time.perf_counter() - started)
+
+
+# ---------------------------------------------------------------- image-file loading
+def write_jpegs(root, count, size, classes=8):
+    """Smooth random pictures (upsampled noise), closer to photographs in JPEG size than pure noise."""
+    from PIL import Image
+    rng = np.random.default_rng(0)
+    for split, n in (("train", count), ("val", max(classes, count // 8))):
+        for i in range(n):
+            folder = os.path.join(root, split, f"class{i % classes}")
+            os.makedirs(folder, exist_ok=True)
+            path = os.path.join(folder, f"{i:06d}.jpg")
+            if not os.path.exists(path):
+                small = Image.fromarray(rng.integers(0, 256, (12, 12, 3), dtype=np.uint8))
+                noise = rng.integers(-12, 13, (size, size, 3))
+                pixels = np.clip(np.asarray(small.resize((size, size), Image.BICUBIC), dtype=np.int16) + noise, 0, 255)
+                Image.fromarray(pixels.astype(np.uint8)).save(path, quality=90)
+
+
+def loading_rate(loader_name, device, data_dir, args):
+    """images/s of one pass over the train split, after the first batch (start-up)."""
+    loader_args = SimpleNamespace(dataset="imagefolder", data_dir=data_dir, batch_size=args.loading_batch_size,
+                                  image_size=args.jpeg_size, val_resize=args.jpeg_size, train_fraction=1.0,
+                                  loader=loader_name, workers=args.workers, seed=0, download=False)
+    train, _, _, _ = build_loaders(loader_args, device)
+    batches = iter(train)
+    next(batches)
+    sync(device)
+    started, images = time.perf_counter(), 0
+    for batch, _ in batches:
+        images += len(batch)
+    sync(device)
+    return images / (time.perf_counter() - started)
+
+
+def markdown(header, rows):
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(map(str, row)) + " |" for row in rows])
+
+
+def main(args):
+    use_cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
+    device = torch.device("cuda" if use_cuda else "cpu")
+    torch.set_flush_denormal(True)  # as the scripts do (common.utils.setup_distributed)
+    if not use_cuda and not args.glibc_malloc:
+        keep_freed_memory()
+    work_dir = args.work_dir or tempfile.mkdtemp(prefix="kd_benchmark_")
+    os.makedirs(os.path.join(work_dir, "runs"), exist_ok=True)
+    hardware = torch.cuda.get_device_name(device) if use_cuda else f"{platform.processor() or platform.machine()} CPU, " \
+        f"{os.cpu_count()} cores, {torch.get_num_threads()} threads"
+    report = {"date": time.strftime("%Y-%m-%d"), "torch": torch.__version__, "device": hardware,
+              "command": " ".join([os.path.relpath(sys.argv[0], ROOT)] + sys.argv[1:]), "rows": [], "loading": []}
+    print(f"{report['date']}  torch {report['torch']}  {hardware}")
+
+    if not args.loading_only:
+        probe = SimpleNamespace(dataset=args.dataset, data_dir="data", download=False, train_fraction=1.0,
+                                image_size=args.image_size, val_resize=args.image_size, num_classes=args.num_classes,
+                                loader="auto", workers=1, batch_size=args.batch_size, seed=0)
+        _, _, num_classes, image_shape = build_loaders(probe, torch.device("cpu"))
+        teacher_path = os.path.join(work_dir, f"{args.teacher}_{num_classes}.pt")
+        torch.save({"model": create_model(args.teacher, num_classes).state_dict(), "model_name": args.teacher,
+                    "num_classes": num_classes, "top1": 0.0}, teacher_path)
+        print(f"{args.dataset} {image_shape}, {args.teacher} -> {args.model}, batch {args.batch_size}, amp {args.amp}, "
+              f"{args.warmup} warm-up + {args.steps} timed steps\n")
+        student_rates = {}  # (c) per optimizer
+        for row in args.scripts:
+            _, optimizer_name, uses_teacher = SCRIPTS[row]
+            channels_last = args.channels_last is not False  # the scripts' default is on
+
+            def bare():
+                return bare_rate(args, device, image_shape, num_classes, optimizer_name, uses_teacher, channels_last)
+            before = bare()
+            rate, wait, channels_last, wall = run_script(row, args, teacher_path, os.path.join(work_dir, "runs"))
+            bare_mean = (before + bare()) / 2  # around the script's run: slow drifts of the machine cancel
+            if optimizer_name not in student_rates:
+                student_rates[optimizer_name] = bare_rate(args, device, image_shape, num_classes, optimizer_name,
+                                                          False, channels_last)
+            student_rate = student_rates[optimizer_name] if uses_teacher else bare_mean
+            report["rows"].append({"script": row, "images_per_sec": rate, "bare_images_per_sec": bare_mean,
+                                   "student_bare_images_per_sec": student_rate, "ratio": rate / bare_mean,
+                                   "kd_overhead": student_rate / bare_mean, "data_wait_fraction": wait,
+                                   "channels_last": channels_last, "wall_s": wall})
+            print(f"  {row:32s} {rate:9.0f} img/s  bare {bare_mean:9.0f}  ratio {rate / bare_mean:.2f}  ({wall:.0f} s)",
+                  flush=True)
+        print()
+        print(markdown(["script", "images/s", "bare images/s", "ratio (a)/(b)", "KD overhead (c)/(b)", "data wait"],
+                       [[r["script"], f"{r['images_per_sec']:.0f}", f"{r['bare_images_per_sec']:.0f}",
+                         f"{r['ratio']:.2f}", f"{r['kd_overhead']:.2f}",
+                         "-" if r["data_wait_fraction"] is None else f"{r['data_wait_fraction']:.3f}"]
+                        for r in report["rows"]]))
+
+    if args.loading or args.loading_only:
+        from common.data import dali_available
+        jpeg_dir = os.path.join(work_dir, f"jpegs{args.jpeg_size}")
+        write_jpegs(jpeg_dir, args.jpegs, args.jpeg_size)
+        cases = [("torch", device)]
+        if dali_available():
+            cases += [("dali", torch.device("cpu"))] + ([("dali", device)] if use_cuda else [])
+        for loader_name, loader_device in cases:
+            label = f"{loader_name} ({'mixed' if loader_device.type == 'cuda' and loader_name == 'dali' else 'cpu'} " \
+                    f"decoding, {args.workers} {'threads' if loader_name == 'dali' else 'workers'})"
+            rate = loading_rate(loader_name, loader_device, jpeg_dir, args)
+            report["loading"].append({"loader": label, "images_per_sec": rate})
+        print(f"\n{args.jpegs} JPEGs of {args.jpeg_size} px, random-resized crop + flip + normalise, "
+              f"batch {args.loading_batch_size}\n")
+        print(markdown(["loader", "images/s"], [[r["loader"], f"{r['images_per_sec']:.0f}"] for r in report["loading"]]))
+
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(report, f, indent=2)
+
+
+if __name__ == "__main__":
+    main(parse_args())

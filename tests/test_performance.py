@@ -1,0 +1,81 @@
+"""The throughput benchmark and the speed bookkeeping of the scripts. No test asserts a timing:
+timings belong to scripts/benchmark.py and docs/performance.md."""
+import json
+import math
+import time
+
+import pytest
+import torch
+
+from conftest import run_script
+from common.utils import Throughput, keep_freed_memory
+
+ROWS = ["train_teacher.py", "kd_logit.py", "kd_st.py", "kd_at.py", "kd_at.py --st-alpha 0.9", "kd_fsp.py",
+        "kd_stagewise.py", "kd_stagewise.py --simultaneous"]
+
+
+def test_benchmark_table_on_a_tiny_setting(tmp_path):
+    report_path = tmp_path / "report.json"
+    result = run_script("scripts/benchmark.py", "--dataset", "digits", "--teacher", "resnet14", "--model", "resnet8",
+                        "--batch-size", "32", "--warmup", "2", "--steps", "4", "--loading", "--jpegs", "48",
+                        "--jpeg-size", "64", "--loading-batch-size", "8", "--workers", "1",
+                        "--work-dir", tmp_path / "work", "--json", report_path)
+    report = json.loads(report_path.read_text())
+    assert [row["script"] for row in report["rows"]] == ROWS
+    table = [line for line in result.stdout.splitlines() if line.startswith("| ")]
+    assert table[0] == "| script | images/s | bare images/s | ratio (a)/(b) | KD overhead (c)/(b) | data wait |"
+    for row, line in zip(report["rows"], table[1:]):
+        assert line.startswith(f"| {row['script']} | {row['images_per_sec']:.0f} | {row['bare_images_per_sec']:.0f} | ")
+        for key in ("images_per_sec", "bare_images_per_sec", "student_bare_images_per_sec"):
+            assert math.isfinite(row[key]) and row[key] > 0, (row["script"], key)
+        assert row["ratio"] == pytest.approx(row["images_per_sec"] / row["bare_images_per_sec"])
+        assert row["kd_overhead"] == pytest.approx(row["student_bare_images_per_sec"] / row["bare_images_per_sec"])
+        assert 0 <= row["data_wait_fraction"] < 1 and row["channels_last"] is True  # the scripts' default
+    assert report["rows"][0]["kd_overhead"] == 1  # train_teacher.py's bare compute is the student's
+
+    loaders = {row["loader"].split()[0]: row["images_per_sec"] for row in report["loading"]}
+    assert loaders.keys() == {"torch", "dali"} and all(rate > 0 for rate in loaders.values())
+    assert len(list((tmp_path / "work" / "jpegs64" / "train").rglob("*.jpg"))) == 48
+    assert "| torch (cpu decoding, 1 workers) |" in result.stdout
+
+
+def test_unknown_benchmark_row_is_one_clear_line(tmp_path):
+    result = run_script("scripts/benchmark.py", "--scripts", "kd_nope.py", "--work-dir", tmp_path, check=False)
+    assert result.returncode == 2 and "unknown script row 'kd_nope.py'" in result.stderr.splitlines()[-1]
+    assert not list(tmp_path.iterdir())
+
+
+def test_data_wait_fraction_counts_only_the_wait_for_batches():
+    """A loader that takes 20 ms per batch and a step of 20 ms: the host waits half the time,
+    and the warm-up step's wait is left out along with its time."""
+    def slow_loader(batches):
+        for _ in range(batches):
+            time.sleep(0.02)
+            yield torch.zeros(4)
+
+    throughput = Throughput(torch.device("cpu"), planned_steps=4)  # warm-up: the first step
+    throughput.start()
+    for batch in throughput.timed(slow_loader(9)):
+        time.sleep(0.02)
+        throughput.step(len(batch))
+    throughput.stop()
+    assert throughput.epoch_images == 8 * 4
+    assert 0.3 < throughput.epoch_wait_fraction < 0.7
+    assert throughput.wait_fraction == throughput.epoch_wait_fraction
+
+
+def test_a_fast_loader_waits_almost_never():
+    throughput = Throughput(torch.device("cpu"), planned_steps=40)
+    throughput.start()
+    for batch in throughput.timed([torch.zeros(2)] * 40):
+        time.sleep(0.002)
+        throughput.step(len(batch))
+    throughput.stop()
+    assert throughput.epoch_wait_fraction < 0.1
+
+
+def test_freed_memory_is_kept_on_glibc():
+    import platform
+    if platform.libc_ver()[0] != "glibc":
+        pytest.skip("mallopt is glibc's")
+    assert keep_freed_memory() is True
