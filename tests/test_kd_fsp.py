@@ -9,7 +9,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from conftest import QUICK, assert_run_outputs, assert_user_error, feature_kd_step, only_run, run_script, tensorboard_tags
 from common import UserError
 from common.models import create_model, stage_shapes
-from kd_fsp import check_channels, fsp_loss, fsp_matrix
+from kd_fsp import check_channels, fsp_loss, fsp_matrix, pool_to
 
 # one image, 1x2 positions: F_in has channels [1, 2] and [3, 0], F_out has channels [4, 5] and [1, -1]
 FEATURE_IN = torch.tensor([[[[1.0, 2.0]], [[3.0, 0.0]]]])
@@ -32,6 +32,18 @@ def test_fsp_matrix_pools_the_larger_map():
     assert fsp_matrix(torch.full((1, 1, 1, 1), 2.0), feature_in).item() == pytest.approx(8.0)
     # a stage that halves the resolution: (3, 16, 8, 8) -> (3, 32, 4, 4)
     assert fsp_matrix(torch.randn(3, 16, 8, 8), torch.randn(3, 32, 4, 4)).shape == (3, 16, 32)
+
+
+@pytest.mark.parametrize("size, target", [((8, 8), (4, 4)), ((7, 9), (3, 4)), ((6, 6), (6, 6))])
+def test_pool_to_equals_adaptive_pooling(size, target):
+    """avg_pool2d by a whole factor, adaptive pooling otherwise: the same numbers and gradients."""
+    features = torch.randn(2, 3, *size, requires_grad=True)
+    reference = features.detach().clone().requires_grad_()
+    pooled, expected = pool_to(features, target), torch.nn.functional.adaptive_avg_pool2d(reference, target)
+    assert torch.allclose(pooled, expected, atol=1e-6)
+    (pooled * torch.arange(pooled.numel()).view_as(pooled)).sum().backward()
+    (expected * torch.arange(expected.numel()).view_as(expected)).sum().backward()
+    assert torch.allclose(features.grad, reference.grad, atol=1e-6)
 
 
 def test_fsp_loss_by_hand():
