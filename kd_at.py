@@ -91,7 +91,7 @@ def parse_args(argv=None):
     speed = parser.add_argument_group("speed")
     speed.add_argument("--amp", default="none", choices=["none", "bf16", "fp16"], help="autocast precision")
     speed.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True,
-                       help="NHWC memory format: 1.05-1.3x faster on CPU (docs/performance.md)")
+                       help="NHWC memory format, on by default: 1.1-1.3x the images/s of NCHW on CPU (docs/performance.md)")
     speed.add_argument("--compile", action="store_true",
                        help="torch.compile the student and the teacher: pays on GPU, not on CPU (docs/performance.md)")
     speed.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="training device")
@@ -120,10 +120,10 @@ def parse_args(argv=None):
 # ALGO LOGIC: the attention-transfer loss
 def attention_map(feature, p=2, mode="code"):
     """Q = vec(mean_c |F_c|^p) / ||vec(mean_c |F_c|^p)||_2, shape (N, H*W). The paper sums over channels
-    (mode "paper"); that scales the map by C, which the normalisation removes. Computed in float32 as
-    ||F||_p^p over the channels: one fused reduction, 2.5x faster than abs, pow and mean on CPU."""
-    energy = torch.linalg.vector_norm(feature.float(), ord=p, dim=1).pow(p)
-    energy = energy if mode == "paper" else energy / feature.shape[1]
+    (mode "paper"); that scales the map by C, which the normalisation removes. Computed in float32;
+    for p = 2 without abs(), which costs a pass forward and backward (1.4x faster on CPU)."""
+    energy = feature.float().pow(2) if p == 2 else feature.float().abs().pow(p)
+    energy = energy.sum(1) if mode == "paper" else energy.mean(1)
     return F.normalize(energy.flatten(1), dim=1)
 
 

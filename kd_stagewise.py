@@ -84,7 +84,7 @@ def parse_args(argv=None):
     speed = parser.add_argument_group("speed")
     speed.add_argument("--amp", default="none", choices=["none", "bf16", "fp16"], help="autocast precision")
     speed.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True,
-                       help="NHWC memory format: 1.05-1.3x faster on CPU (docs/performance.md)")
+                       help="NHWC memory format, on by default: 1.1-1.3x the images/s of NCHW on CPU (docs/performance.md)")
     speed.add_argument("--compile", action="store_true",
                        help="torch.compile the student and the teacher: pays on GPU, not on CPU (docs/performance.md)")
     speed.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="training device")

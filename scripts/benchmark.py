@@ -19,7 +19,9 @@ shared machine cancel in the ratio.
 
 --loading also times image-file loading alone (no model): NVIDIA DALI (CPU decoding, and "mixed"
 GPU decoding when a GPU is present) against the torchvision DataLoader, on a generated folder of
-JPEGs, in images/s; `--loading-only` skips the script table. `--json PATH` writes every figure.
+JPEGs, in images/s; `--loading-only` skips the script table. `--files-row kd_st.py` runs that
+script on the JPEG folder (DALI, or the DataLoader without DALI) and on fake data of the same
+size: their ratio is what the data path costs the real script. `--json PATH` writes every figure.
 """
 import argparse
 import json
@@ -79,10 +81,12 @@ def parse_args(argv=None):
     parser.add_argument("--jpeg-size", type=int, default=224, help="loading: JPEG side and crop size")
     parser.add_argument("--workers", type=int, default=os.cpu_count(), help="loading: DALI threads / DataLoader workers")
     parser.add_argument("--loading-batch-size", type=int, default=64, help="loading: batch size")
+    parser.add_argument("--files-row", default=None,
+                        help="also run this row on the generated JPEG folder and on fake data, and compare")
     parser.add_argument("--work-dir", default=None, help="where runs and JPEGs go (default: a temporary folder)")
     parser.add_argument("--json", default=None, help="also write all figures to this JSON file")
     args = parser.parse_args(argv)
-    unknown = [s for s in args.scripts if s not in SCRIPTS]
+    unknown = [s for s in args.scripts + [args.files_row] if s is not None and s not in SCRIPTS]
     if unknown:
         parser.error(f"unknown script row {unknown[0]!r}; choose from {list(SCRIPTS)}")
     return args
@@ -94,12 +98,12 @@ def sync(device):
 
 
 # ---------------------------------------------------------------- (a) the real script
-def run_script(row, args, teacher_path, out_dir):
+def run_script(row, args, teacher_path, out_dir, data_args=None):
     extra, _, uses_teacher = SCRIPTS[row]
     script = row.split()[0]
-    model = args.model
-    cmd = [sys.executable, os.path.join(ROOT, script), "--dataset", args.dataset, "--image-size", str(args.image_size),
-           "--num-classes", str(args.num_classes), "--model", model, "--batch-size", str(args.batch_size),
+    data_args = data_args or ["--dataset", args.dataset, "--image-size", str(args.image_size),
+                              "--num-classes", str(args.num_classes)]
+    cmd = [sys.executable, os.path.join(ROOT, script), *data_args, "--model", args.model, "--batch-size", str(args.batch_size),
            "--max-steps", str(args.warmup + args.steps), "--amp", args.amp, "--device", args.device,
            "--out-dir", out_dir, "--log-interval", "10"]
     if "--epochs" not in extra:
@@ -263,6 +267,27 @@ def main(args):
         print(f"\n{args.jpegs} JPEGs of {args.jpeg_size} px, random-resized crop + flip + normalise, "
               f"batch {args.loading_batch_size}\n")
         print(markdown(["loader", "images/s"], [[r["loader"], f"{r['images_per_sec']:.0f}"] for r in report["loading"]]))
+
+    if args.files_row:  # the same script on the JPEG folder (--loader auto) and on fake data of the same size
+        jpeg_dir = os.path.join(work_dir, f"jpegs{args.jpeg_size}")
+        write_jpegs(jpeg_dir, args.jpegs, args.jpeg_size)
+        teacher_path = os.path.join(work_dir, f"{args.teacher}_8.pt")
+        torch.save({"model": create_model(args.teacher, 8).state_dict(), "model_name": args.teacher,
+                    "num_classes": 8, "top1": 0.0}, teacher_path)
+        size = str(args.image_size)
+        runs = {name: run_script(args.files_row, args, teacher_path, os.path.join(work_dir, "runs"), data_args)
+                for name, data_args in [
+                    ("JPEG folder", ["--dataset", "imagefolder", "--data-dir", jpeg_dir, "--image-size", size,
+                                     "--val-resize", size, "--workers", str(args.workers)]),
+                    ("fake data", ["--dataset", "fake", "--image-size", size, "--num-classes", "8"])]}
+        report["files"] = {name: {"images_per_sec": run[0], "data_wait_fraction": run[1]} for name, run in runs.items()}
+        ratio = runs["JPEG folder"][0] / runs["fake data"][0]
+        report["files"]["ratio"] = ratio
+        print(f"\n{args.files_row} on {args.jpegs} JPEGs of {args.jpeg_size} px (--loader auto) against fake data, "
+              f"crop {size}\n")
+        print(markdown(["data", "images/s", "data wait"],
+                       [[name, f"{run[0]:.0f}", f"{run[1]:.3f}"] for name, run in runs.items()]
+                       + [["JPEG folder / fake data", f"{ratio:.2f}", ""]]))
 
     if args.json:
         with open(args.json, "w") as f:

@@ -18,7 +18,7 @@ def test_benchmark_table_on_a_tiny_setting(tmp_path):
     report_path = tmp_path / "report.json"
     result = run_script("scripts/benchmark.py", "--dataset", "digits", "--teacher", "resnet14", "--model", "resnet8",
                         "--batch-size", "32", "--warmup", "2", "--steps", "4", "--loading", "--jpegs", "48",
-                        "--jpeg-size", "64", "--loading-batch-size", "8", "--workers", "1",
+                        "--jpeg-size", "64", "--loading-batch-size", "8", "--workers", "1", "--files-row", "kd_st.py",
                         "--work-dir", tmp_path / "work", "--json", report_path)
     report = json.loads(report_path.read_text())
     assert [row["script"] for row in report["rows"]] == ROWS
@@ -37,6 +37,11 @@ def test_benchmark_table_on_a_tiny_setting(tmp_path):
     assert loaders.keys() == {"torch", "dali"} and all(rate > 0 for rate in loaders.values())
     assert len(list((tmp_path / "work" / "jpegs64" / "train").rglob("*.jpg"))) == 48
     assert "| torch (cpu decoding, 1 workers) |" in result.stdout
+
+    files = report["files"]  # kd_st.py on the JPEG folder against fake data of the same size
+    assert files["JPEG folder"]["images_per_sec"] > 0 and files["fake data"]["images_per_sec"] > 0
+    assert files["ratio"] == pytest.approx(files["JPEG folder"]["images_per_sec"] / files["fake data"]["images_per_sec"])
+    assert 0 <= files["JPEG folder"]["data_wait_fraction"] < 1
 
 
 def test_unknown_benchmark_row_is_one_clear_line(tmp_path):
