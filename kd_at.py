@@ -66,7 +66,7 @@ def parse_args(argv=None):
     data.add_argument("--val-resize", type=int, default=256, help="val: resize shorter side, then centre crop")
     data.add_argument("--num-classes", type=int, default=1000, help="class count of --dataset fake")
     data.add_argument("--loader", default="auto", choices=["auto", "tensor", "dali", "torch"],
-                      help="auto: tensor for digits/CIFAR/fake; for image files DALI (1.9x the DataLoader's "
+                      help="auto: tensor for digits/CIFAR/fake; for image files DALI (2.5x the DataLoader's "
                            "images/s on CPU), or torch when DALI is not installed")
     data.add_argument("--workers", type=int, default=4, help="DALI threads or DataLoader processes per rank")
     model = parser.add_argument_group("model")
@@ -93,7 +93,8 @@ def parse_args(argv=None):
     speed.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True,
                        help="NHWC memory format, on by default: 1.1-1.3x the images/s of NCHW on CPU (docs/performance.md)")
     speed.add_argument("--compile", action="store_true",
-                       help="torch.compile the student and the teacher: pays on GPU, not on CPU (docs/performance.md)")
+                       help="torch.compile the student and the teacher; on CPU 1.04-1.15x the images/s "
+                            "after 10-20 s of compiling (docs/performance.md)")
     speed.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="training device")
     run = parser.add_argument_group("run")
     run.add_argument("--seed", type=int, default=0, help="random seed")

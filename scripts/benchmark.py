@@ -71,7 +71,7 @@ def parse_args(argv=None):
     parser.add_argument("--amp", default="none", choices=["none", "bf16", "fp16"], help="autocast precision")
     parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
                         help="NHWC memory format; default: each script's own default")
-    parser.add_argument("--compile", action="store_true", help="torch.compile the student (scripts and bare loop)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile student and teacher (scripts and bare loop)")
     parser.add_argument("--glibc-malloc", action="store_true",
                         help="CPU: bare loop with glibc's default malloc, which the scripts tune (keep_freed_memory)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="device")
@@ -135,6 +135,7 @@ def bare_rate(args, device, image_shape, num_classes, optimizer_name, with_teach
     teacher = create_model(args.teacher, num_classes).to(device, memory_format=memory_format).eval() \
         if with_teacher else None
     forward = torch.compile(student) if args.compile else student
+    teacher = torch.compile(teacher) if args.compile and with_teacher else teacher  # as the scripts do
     params = student.parameters()
     optimizer = torch.optim.SGD(params, lr=1e-3, momentum=0.9, weight_decay=5e-4) if optimizer_name == "sgd" \
         else torch.optim.Adam(params, lr=1e-4, weight_decay=5e-4)
