@@ -254,7 +254,8 @@ def main(args):
     classifier_stage = num_stages + 1
     optimizer, phase = None, None
 
-    throughput = Throughput(device)
+    planned_steps = (args.epochs - start_epoch) * len(train_loader)
+    throughput = Throughput(device, min(planned_steps, args.max_steps or planned_steps))
     step = start_epoch * len(train_loader)
     metrics, epochs_done = None, start_epoch
     for epoch in range(start_epoch, args.epochs):

@@ -68,8 +68,9 @@ def setup_distributed(device_arg, batch_size):
 
 def keep_freed_memory():
     """glibc hands every freed tensor of a few MB back to the OS (munmap, heap trimming) and
-    page-faults it in again at the next allocation: 35-55% of a CPU ResNet step on this project's
-    machine (docs/performance.md). Serve all allocations from the heap and never trim it."""
+    page-faults it in again at the next allocation: a third of the time of a ResNet forward pass on
+    CPU and 5-15% of a training step on this project's machine (docs/performance.md). Serve all
+    allocations from the heap and never trim it."""
     try:
         libc = ctypes.CDLL("libc.so.6")
     except OSError:  # not glibc (macOS, musl): nothing to tune
