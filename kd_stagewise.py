@@ -165,6 +165,29 @@ class StudentWithAdapters(nn.Module):
         return logits, [adapter(feature) for adapter, feature in zip(self.adapters, features[1:])]
 
 
+class StudentUpTo(nn.Module):
+    """forward(images) -> A_k(S_k(images)): phase k runs the student only as far as stage k, as it
+    does the teacher; the later stages and the head would cost 20% of the step for nothing trained.
+    FX shares the student's modules, so training this trains the student."""
+
+    def __init__(self, model, name, stage, adapter):
+        super().__init__()
+        self.node = STAGE_NODES[name][stage]
+        modes = [(module, module.training) for module in model.modules()]
+        self.body = create_feature_extractor(model, [self.node])
+        for module, training in modes:  # tracing leaves every module in the model's mode: keep the frozen ones frozen
+            module.training = training
+        self.adapter = adapter
+
+    def forward(self, images):
+        return self.adapter(self.body(images)[self.node])
+
+
+def phase_student(student, model, name, stage, num_stages):
+    """The module a phase trains: the student up to stage k in phase k, else all of it."""
+    return StudentUpTo(model, name, stage, student.adapters[stage - 1]) if 1 <= stage <= num_stages else student
+
+
 def check_stages(student_name, student_shapes, teacher_name, teacher_shapes):
     """Feature maps are compared position by position: same stage count and spatial sizes needed."""
     if len(student_shapes) != len(teacher_shapes):
@@ -271,12 +294,16 @@ def main(args):
             if checkpoint is not None and epoch == start_epoch and checkpoint["phase"] == [stage, trained]:
                 optimizer.load_state_dict(checkpoint["optimizer"])  # resumed inside the phase it was saved in
                 scheduler.load_state_dict(checkpoint["scheduler"])
-            train_model = DDP(eval_model, device_ids=[device.index] if device.type == "cuda" else None) \
-                if dist.world_size > 1 else eval_model
+            phase_model = phase_student(student, model, args.model, stage, num_stages)
+            phase_model = eval_model if phase_model is student else \
+                torch.compile(phase_model) if args.compile else phase_model
+            train_model = DDP(phase_model, device_ids=[device.index] if device.type == "cuda" else None) \
+                if dist.world_size > 1 else phase_model
             # the teacher runs only as far as the stage being learnt: FX drops the layers after it
             teacher_nodes = STAGE_NODES[teacher_name][:stage + 1] if stage else STAGE_NODES[teacher_name]
             teacher_stages = create_feature_extractor(teacher, teacher_nodes).eval()
             teacher_stages = torch.compile(teacher_stages) if args.compile else teacher_stages
+        has_logits = not 1 <= stage <= num_stages  # stage phases stop at stage k: no CE to log
         train_loader.set_epoch(epoch)
         loss_sums, epoch_steps = torch.zeros(3, device=device), 0  # stage, ce, total
         throughput.start()
@@ -289,17 +316,19 @@ def main(args):
                 with torch.no_grad(), autocast:
                     teacher_features = list(teacher_stages(images).values())
             with autocast:
-                logits, features = train_model(images)
-                loss_ce = criterion(logits, labels)  # logged in every phase, trained in the last one
                 if stage == classifier_stage:
+                    loss_ce = criterion(train_model(images)[0], labels)
                     loss_stage = torch.zeros((), device=device)
                     loss = loss_ce
                 elif stage == 0:
+                    logits, features = train_model(images)
+                    loss_ce = criterion(logits, labels)
                     loss_stage = sum(stage_loss(student_feature, teacher_feature)
                                      for student_feature, teacher_feature in zip(features, teacher_features[1:]))
                     loss = loss_ce + loss_stage
-                else:
-                    loss_stage = stage_loss(features[stage - 1], teacher_features[stage])
+                else:  # the student ends at stage k: no logits, no CE
+                    loss_stage = stage_loss(train_model(images), teacher_features[stage])
+                    loss_ce = torch.zeros((), device=device)
                     loss = loss_stage
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
@@ -312,9 +341,9 @@ def main(args):
             throughput.step(len(images) * dist.world_size)
             if step % args.log_interval == 0 and master:  # the only host syncs in the loop
                 bar.set_postfix(loss=f"{loss.item():.3f}")
-                log.scalars(step, {"losses/stage": loss_stage.item(), "losses/ce": loss_ce.item(),
-                                   "losses/total": loss.item(), "charts/lr": scheduler.get_last_lr()[0],
-                                   "charts/stage": stage})
+                log.scalars(step, {"losses/stage": loss_stage.item(), "losses/total": loss.item(),
+                                   "charts/lr": scheduler.get_last_lr()[0], "charts/stage": stage,
+                                   **({"losses/ce": loss_ce.item()} if has_logits else {})})
             if args.max_steps and step >= args.max_steps:
                 break
         throughput.stop()
@@ -325,16 +354,17 @@ def main(args):
         if metrics["top1"] > best_top1:
             best_top1, best_epoch = metrics["top1"], epoch + 1
         record = {"epoch": epoch + 1, "step": step, "stage": stage, "train_loss": train_loss,
-                  "loss_stage": loss_stage_mean, "loss_ce": loss_ce_mean, "val_loss": metrics["loss"],
+                  "loss_stage": loss_stage_mean, "loss_ce": loss_ce_mean if has_logits else None,
+                  "val_loss": metrics["loss"],
                   "top1": metrics["top1"], "top5": metrics["top5"], "lr": scheduler.get_last_lr()[0],
                   "images_per_sec": throughput.epoch_rate,
                   "data_wait_fraction": throughput.epoch_wait_fraction, "time_s": time.time() - started + prior_wall}
         log.epoch(record)
         log.scalars(epoch + 1, {"losses/train": train_loss, "losses/train_stage": loss_stage_mean,
-                                "losses/train_ce": loss_ce_mean, "losses/val": metrics["loss"], "eval/top1": metrics["top1"],
+                                "losses/val": metrics["loss"], "eval/top1": metrics["top1"],
                                 "eval/top5": metrics["top5"], "charts/images_per_sec": throughput.epoch_rate,
                                 "charts/data_wait_fraction": throughput.epoch_wait_fraction,
-                                "charts/stage": stage})
+                                "charts/stage": stage, **({"losses/train_ce": loss_ce_mean} if has_logits else {})})
         if master:
             print(f"epoch {epoch + 1}/{args.epochs}  stage {stage}  loss {train_loss:.4f}  top1 {metrics['top1']:.2f}  "
                   f"top5 {metrics['top5']:.2f}  {throughput.epoch_rate:.0f} img/s")

@@ -11,9 +11,14 @@ For each script (a row of the table):
   (b) bare      the same teacher and student, optimizer and precision, on one batch that is
                 already on the device, in a tight loop: the teacher's inference-mode forward,
                 then the student's forward, cross-entropy, backward and optimizer step.
-  (c) student   (b) without the teacher. train_teacher.py's bare compute is (c).
+                kd_stagewise.py's row times its first phase, so its bare compute is that phase's:
+                teacher and student up to stage 1, the MSE between them, backward through the
+                student's stem and stage 1, and Adam over those.
+  (c) student   the student's own training step (forward, CE, backward, step), no teacher.
+                train_teacher.py's bare compute is (c).
 The ratio (a)/(b) says how much of the physical limit the script reaches; (c)/(b), the "KD
-overhead", is what the teacher costs on top of training the student alone. The bare numbers are
+overhead", is what the teacher costs on top of training the student alone (below 1 for the
+stage-wise phase 1, which is cheaper than a whole training step). The bare numbers are
 measured just before and just after each script's run and averaged, so that slow drifts of a
 shared machine cancel in the ratio.
 
@@ -40,19 +45,22 @@ import torch.nn.functional as F
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 from common.data import build_loaders  # noqa: E402
-from common.models import create_model  # noqa: E402
+from torchvision.models.feature_extraction import create_feature_extractor  # noqa: E402
+
+from common.models import STAGE_NODES, create_model, stage_modules, stage_shapes  # noqa: E402
 from common.utils import autocast_context, grad_scaler, keep_freed_memory  # noqa: E402
 
-# script -> (extra arguments, optimizer it trains with by default, whether a teacher runs)
+# script -> (extra arguments, optimizer it trains with by default, its bare step: the student alone,
+# teacher + student, or teacher and student up to stage 1 (the stage-wise phase the run stays in))
 SCRIPTS = {
-    "train_teacher.py": ([], "sgd", False),
-    "kd_logit.py": ([], "sgd", True),
-    "kd_st.py": ([], "sgd", True),
-    "kd_at.py": ([], "sgd", True),
-    "kd_at.py --st-alpha 0.9": (["--st-alpha", "0.9"], "sgd", True),
-    "kd_fsp.py": ([], "sgd", True),
-    "kd_stagewise.py": ([], "adam", True),
-    "kd_stagewise.py --simultaneous": (["--simultaneous", "--epochs", "1000"], "adam", True),
+    "train_teacher.py": ([], "sgd", "student"),
+    "kd_logit.py": ([], "sgd", "kd"),
+    "kd_st.py": ([], "sgd", "kd"),
+    "kd_at.py": ([], "sgd", "kd"),
+    "kd_at.py --st-alpha 0.9": (["--st-alpha", "0.9"], "sgd", "kd"),
+    "kd_fsp.py": ([], "sgd", "kd"),
+    "kd_stagewise.py": ([], "adam", "stage1"),
+    "kd_stagewise.py --simultaneous": (["--simultaneous", "--epochs", "1000"], "adam", "kd"),
 }
 
 
@@ -99,7 +107,7 @@ def sync(device):
 
 # ---------------------------------------------------------------- (a) the real script
 def run_script(row, args, teacher_path, out_dir, data_args=None):
-    extra, _, uses_teacher = SCRIPTS[row]
+    extra, _, bare_step = SCRIPTS[row]
     script = row.split()[0]
     data_args = data_args or ["--dataset", args.dataset, "--image-size", str(args.image_size),
                               "--num-classes", str(args.num_classes)]
@@ -108,7 +116,7 @@ def run_script(row, args, teacher_path, out_dir, data_args=None):
            "--out-dir", out_dir, "--log-interval", "10"]
     if "--epochs" not in extra:
         cmd += ["--stage-epochs", "1000"] if script == "kd_stagewise.py" else ["--epochs", "1000"]
-    if uses_teacher:
+    if bare_step != "student":
         cmd += ["--teacher", teacher_path]
     if args.channels_last is not None:
         cmd += ["--channels-last" if args.channels_last else "--no-channels-last"]
@@ -127,16 +135,27 @@ def run_script(row, args, teacher_path, out_dir, data_args=None):
 
 
 # ---------------------------------------------------------------- (b), (c) the bare compute
-def bare_rate(args, device, image_shape, num_classes, optimizer_name, with_teacher, channels_last):
-    """images/s of the bare training step on one batch already on the device."""
+def bare_rate(args, device, image_shape, num_classes, optimizer_name, bare_step, channels_last):
+    """images/s of the bare training step (`bare_step`: see SCRIPTS) on one batch already on the device."""
     torch.manual_seed(0)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     student = create_model(args.model, num_classes).to(device, memory_format=memory_format).train()
     teacher = create_model(args.teacher, num_classes).to(device, memory_format=memory_format).eval() \
-        if with_teacher else None
+        if bare_step != "student" else None
+    params = list(student.parameters())
+    if bare_step == "stage1":  # stem and stage 1, and a 1x1 adapter where the widths differ
+        student_node, teacher_node = STAGE_NODES[args.model][1], STAGE_NODES[args.teacher][1]
+        width, teacher_width = (stage_shapes(model, name, image_shape)[1][0]
+                                for model, name in ((student, args.model), (teacher, args.teacher)))
+        adapter = (torch.nn.Conv2d(width, teacher_width, 1, bias=False) if width != teacher_width
+                   else torch.nn.Identity()).to(device, memory_format=memory_format)
+        params = [p for modules in stage_modules(student, args.model)[:2] for module in modules
+                  for p in module.parameters(recurse=False)] + list(adapter.parameters())
+        body = create_feature_extractor(student, [student_node])
+        student = lambda images: adapter(body(images)[student_node])  # noqa: E731
+        teacher = create_feature_extractor(teacher, [teacher_node]).eval()
     forward = torch.compile(student) if args.compile else student
-    teacher = torch.compile(teacher) if args.compile and with_teacher else teacher  # as the scripts do
-    params = student.parameters()
+    teacher = torch.compile(teacher) if args.compile and teacher is not None else teacher  # as the scripts do
     optimizer = torch.optim.SGD(params, lr=1e-3, momentum=0.9, weight_decay=5e-4) if optimizer_name == "sgd" \
         else torch.optim.Adam(params, lr=1e-4, weight_decay=5e-4)
     autocast, scaler = autocast_context(args.amp, device), grad_scaler(args.amp, device)
@@ -144,11 +163,17 @@ def bare_rate(args, device, image_shape, num_classes, optimizer_name, with_teach
     labels = torch.randint(0, num_classes, (args.batch_size,), device=device)
 
     def step():
-        if teacher is not None:
-            with torch.inference_mode(), autocast:
-                teacher(images)
-        with autocast:
-            loss = F.cross_entropy(forward(images), labels)
+        if bare_step == "stage1":  # no_grad, not inference_mode: the MSE saves its target for backward
+            with torch.no_grad(), autocast:
+                target = teacher(images)[teacher_node]
+            with autocast:
+                loss = F.mse_loss(forward(images).float(), target.float())
+        else:
+            if teacher is not None:
+                with torch.inference_mode(), autocast:
+                    teacher(images)
+            with autocast:
+                loss = F.cross_entropy(forward(images), labels)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(optimizer)
@@ -228,19 +253,19 @@ def main(args):
               f"{args.warmup} warm-up + {args.steps} timed steps\n")
         student_rates = {}  # (c) per optimizer
         for row in args.scripts:
-            _, optimizer_name, uses_teacher = SCRIPTS[row]
+            _, optimizer_name, bare_step = SCRIPTS[row]
             channels_last = args.channels_last is not False  # the scripts' default is on
 
             def bare():
-                return bare_rate(args, device, image_shape, num_classes, optimizer_name, uses_teacher, channels_last)
+                return bare_rate(args, device, image_shape, num_classes, optimizer_name, bare_step, channels_last)
             before = bare()
             rate, wait, channels_last, wall = run_script(row, args, teacher_path, os.path.join(work_dir, "runs"))
             bare_mean = (before + bare()) / 2  # around the script's run: slow drifts of the machine cancel
             if optimizer_name not in student_rates:
                 student_rates[optimizer_name] = bare_rate(args, device, image_shape, num_classes, optimizer_name,
-                                                          False, channels_last)
-            student_rate = student_rates[optimizer_name] if uses_teacher else bare_mean
-            report["rows"].append({"script": row, "images_per_sec": rate, "bare_images_per_sec": bare_mean,
+                                                          "student", channels_last)
+            student_rate = bare_mean if bare_step == "student" else student_rates[optimizer_name]
+            report["rows"].append({"script": row, "bare_step": bare_step, "images_per_sec": rate, "bare_images_per_sec": bare_mean,
                                    "student_bare_images_per_sec": student_rate, "ratio": rate / bare_mean,
                                    "kd_overhead": student_rate / bare_mean, "data_wait_fraction": wait,
                                    "channels_last": channels_last, "wall_s": wall})

@@ -10,7 +10,8 @@ import torch
 
 from conftest import assert_run_outputs, assert_user_error, only_run, run_script, tensorboard_tags
 from common.models import STAGE_NODES, create_model, stage_modules, stage_shapes, with_stages
-from kd_stagewise import StudentWithAdapters, main, parse_args, freeze_all_but, phase_at, phase_plan, stage_loss, trained_groups
+from kd_stagewise import (StudentWithAdapters, freeze_all_but, main, parse_args, phase_at, phase_plan, phase_student,
+                          stage_loss, trained_groups)
 
 STEPS_PER_EPOCH = 5  # a quarter of digits: 359 training images // 64
 # wrn_16_2 (stage widths 32/64/128) learning resnet14's stages (16/32/64): every stage has an adapter
@@ -99,10 +100,17 @@ def test_a_phase_trains_its_stage_and_adapter_only(stage, expected):
     params = freeze_all_but(stage_modules(model, "wrn_16_2"), student.adapters, trained_groups(stage, 3, False), stage)
     before = state_of(model, student.adapters)
     optimizer = torch.optim.SGD(params, lr=0.1)
+    phase_model = phase_student(student, model, "wrn_16_2", stage, 3)  # what the script trains in the phase
+    assert (phase_model is student) == (stage == 4)
     for _ in range(2):
-        logits, features = student(torch.randn(8, 3, 16, 16))
-        loss = (torch.nn.functional.cross_entropy(logits, torch.arange(8)) if stage == 4 else
-                stage_loss(features[stage - 1], torch.randn(8, *teacher_shapes[stage])))
+        images = torch.randn(8, 3, 16, 16)
+        if stage == 4:
+            loss = torch.nn.functional.cross_entropy(phase_model(images)[0], torch.arange(8))
+        else:  # the student up to stage k, through its adapter: the k-th output of the whole student
+            feature = phase_model(images)
+            with torch.no_grad():
+                assert torch.allclose(feature, student(images)[1][stage - 1], atol=1e-5)
+            loss = stage_loss(feature, torch.randn(8, *teacher_shapes[stage]))
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -140,6 +148,7 @@ def test_stagewise_end_to_end(phase_runs):
     for m in metrics:  # stage phases train the MSE only; the classifier phase CE only
         assert m["train_loss"] == pytest.approx(m["loss_stage"] if m["stage"] < 4 else m["loss_ce"])
         assert (m["loss_stage"] > 0) == (m["stage"] < 4)
+        assert (m["loss_ce"] is None) == (m["stage"] < 4)  # a stage phase computes no logits
     assert {"charts/stage", "losses/stage", "losses/ce", "losses/total", "eval/top1"} <= tensorboard_tags(run_dir)
     adapters = load(run_dir / "last.pt")["adapters"]  # 1x1 convolutions from student to teacher width
     assert [adapters[key].shape for key in ADAPTERS] == [(16, 32, 1, 1), (32, 64, 1, 1), (64, 128, 1, 1)]
