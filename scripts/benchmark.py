@@ -20,7 +20,8 @@ The ratio (a)/(b) says how much of the physical limit the script reaches; (c)/(b
 overhead", is what the teacher costs on top of training the student alone (below 1 for the
 stage-wise phase 1, which is cheaper than a whole training step). The bare numbers are
 measured just before and just after each script's run and averaged, so that slow drifts of a
-shared machine cancel in the ratio.
+shared machine cancel in the ratio; `--repeats R` measures each row R times and keeps the run of
+median ratio, for machines whose speed jumps from one second to the next.
 
 --loading also times image-file loading alone (no model): NVIDIA DALI (CPU decoding, and "mixed"
 GPU decoding when a GPU is present) against the torchvision DataLoader, on a generated folder of
@@ -75,6 +76,7 @@ def parse_args(argv=None):
     parser.add_argument("--model", default="resnet20", help="student model")
     parser.add_argument("--batch-size", type=int, default=128, help="batch size")
     parser.add_argument("--steps", type=int, default=30, help="timed steps per measurement")
+    parser.add_argument("--repeats", type=int, default=1, help="measure each row this many times; keep the median ratio")
     parser.add_argument("--warmup", type=int, default=5, help="untimed first steps (the scripts drop min(5, steps/4))")
     parser.add_argument("--amp", default="none", choices=["none", "bf16", "fp16"], help="autocast precision")
     parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
@@ -250,17 +252,19 @@ def main(args):
         torch.save({"model": create_model(args.teacher, num_classes).state_dict(), "model_name": args.teacher,
                     "num_classes": num_classes, "top1": 0.0}, teacher_path)
         print(f"{args.dataset} {image_shape}, {args.teacher} -> {args.model}, batch {args.batch_size}, amp {args.amp}, "
-              f"{args.warmup} warm-up + {args.steps} timed steps\n")
+              f"{args.warmup} warm-up + {args.steps} timed steps, median of {args.repeats} run(s)\n")
         student_rates = {}  # (c) per optimizer
         for row in args.scripts:
             _, optimizer_name, bare_step = SCRIPTS[row]
             channels_last = args.channels_last is not False  # the scripts' default is on
 
-            def bare():
-                return bare_rate(args, device, image_shape, num_classes, optimizer_name, bare_step, channels_last)
-            before = bare()
-            rate, wait, channels_last, wall = run_script(row, args, teacher_path, os.path.join(work_dir, "runs"))
-            bare_mean = (before + bare()) / 2  # around the script's run: slow drifts of the machine cancel
+            def measure():
+                before = bare_rate(args, device, image_shape, num_classes, optimizer_name, bare_step, channels_last)
+                run = run_script(row, args, teacher_path, os.path.join(work_dir, "runs"))
+                after = bare_rate(args, device, image_shape, num_classes, optimizer_name, bare_step, channels_last)
+                return run, (before + after) / 2  # around the script's run: slow drifts of the machine cancel
+            runs = sorted((measure() for _ in range(args.repeats)), key=lambda run: run[0][0] / run[1])
+            (rate, wait, channels_last, wall), bare_mean = runs[len(runs) // 2]
             if optimizer_name not in student_rates:
                 student_rates[optimizer_name] = bare_rate(args, device, image_shape, num_classes, optimizer_name,
                                                           "student", channels_last)
@@ -268,9 +272,11 @@ def main(args):
             report["rows"].append({"script": row, "bare_step": bare_step, "images_per_sec": rate, "bare_images_per_sec": bare_mean,
                                    "student_bare_images_per_sec": student_rate, "ratio": rate / bare_mean,
                                    "kd_overhead": student_rate / bare_mean, "data_wait_fraction": wait,
-                                   "channels_last": channels_last, "wall_s": wall})
-            print(f"  {row:32s} {rate:9.0f} img/s  bare {bare_mean:9.0f}  ratio {rate / bare_mean:.2f}  ({wall:.0f} s)",
-                  flush=True)
+                                   "channels_last": channels_last, "wall_s": wall,
+                                   "ratios": [run[0][0] / run[1] for run in runs]})
+            spread = f"  (runs: {', '.join(f'{run[0][0] / run[1]:.2f}' for run in runs)})" if len(runs) > 1 else ""
+            print(f"  {row:32s} {rate:9.0f} img/s  bare {bare_mean:9.0f}  ratio {rate / bare_mean:.2f}  ({wall:.0f} s)"
+                  f"{spread}", flush=True)
         print()
         print(markdown(["script", "images/s", "bare images/s", "ratio (a)/(b)", "KD overhead (c)/(b)", "data wait"],
                        [[r["script"], f"{r['images_per_sec']:.0f}", f"{r['bare_images_per_sec']:.0f}",

@@ -46,6 +46,16 @@ def test_benchmark_table_on_a_tiny_setting(tmp_path):
     assert 0 <= files["JPEG folder"]["data_wait_fraction"] < 1
 
 
+def test_repeats_keep_the_run_of_median_ratio(tmp_path):
+    report_path = tmp_path / "report.json"
+    run_script("scripts/benchmark.py", "--dataset", "digits", "--teacher", "resnet8", "--model", "resnet8",
+               "--batch-size", "32", "--warmup", "1", "--steps", "2", "--scripts", "train_teacher.py",
+               "--repeats", "3", "--work-dir", tmp_path / "work", "--json", report_path)
+    row = json.loads(report_path.read_text())["rows"][0]
+    assert len(row["ratios"]) == 3 and row["ratio"] == sorted(row["ratios"])[1]
+    assert len(list((tmp_path / "work" / "runs").iterdir())) == 3  # three real runs of the script
+
+
 def test_unknown_benchmark_row_is_one_clear_line(tmp_path):
     result = run_script("scripts/benchmark.py", "--scripts", "kd_nope.py", "--work-dir", tmp_path, check=False)
     assert result.returncode == 2 and "unknown script row 'kd_nope.py'" in result.stderr.splitlines()[-1]
