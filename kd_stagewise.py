@@ -295,8 +295,10 @@ def main(args):
                 optimizer.load_state_dict(checkpoint["optimizer"])  # resumed inside the phase it was saved in
                 scheduler.load_state_dict(checkpoint["scheduler"])
             phase_model = phase_student(student, model, args.model, stage, num_stages)
-            phase_model = eval_model if phase_model is student else \
-                torch.compile(phase_model) if args.compile else phase_model
+            if phase_model is student:
+                phase_model = eval_model  # compiled once, shared with evaluation
+            elif args.compile:
+                phase_model = torch.compile(phase_model)
             train_model = DDP(phase_model, device_ids=[device.index] if device.type == "cuda" else None) \
                 if dist.world_size > 1 else phase_model
             # the teacher runs only as far as the stage being learnt: FX drops the layers after it

@@ -278,10 +278,13 @@ def main(args):
             print(f"  {row:32s} {rate:9.0f} img/s  bare {bare_mean:9.0f}  ratio {rate / bare_mean:.2f}  ({wall:.0f} s)"
                   f"{spread}", flush=True)
         print()
-        print(markdown(["script", "images/s", "bare images/s", "ratio (a)/(b)", "KD overhead (c)/(b)", "data wait"],
+        repeated = args.repeats > 1
+        print(markdown(["script", "images/s", "bare images/s", "ratio (a)/(b)", "KD overhead (c)/(b)", "data wait"]
+                       + (["ratios of the runs"] if repeated else []),
                        [[r["script"], f"{r['images_per_sec']:.0f}", f"{r['bare_images_per_sec']:.0f}",
                          f"{r['ratio']:.2f}", f"{r['kd_overhead']:.2f}",
                          "-" if r["data_wait_fraction"] is None else f"{r['data_wait_fraction']:.3f}"]
+                        + ([", ".join(f"{ratio:.2f}" for ratio in r["ratios"])] if repeated else [])
                         for r in report["rows"]]))
 
     if args.loading or args.loading_only:

@@ -48,11 +48,12 @@ def test_benchmark_table_on_a_tiny_setting(tmp_path):
 
 def test_repeats_keep_the_run_of_median_ratio(tmp_path):
     report_path = tmp_path / "report.json"
-    run_script("scripts/benchmark.py", "--dataset", "digits", "--teacher", "resnet8", "--model", "resnet8",
-               "--batch-size", "32", "--warmup", "1", "--steps", "2", "--scripts", "train_teacher.py",
-               "--repeats", "3", "--work-dir", tmp_path / "work", "--json", report_path)
+    result = run_script("scripts/benchmark.py", "--dataset", "digits", "--teacher", "resnet8", "--model", "resnet8",
+                        "--batch-size", "32", "--warmup", "1", "--steps", "2", "--scripts", "train_teacher.py",
+                        "--repeats", "3", "--work-dir", tmp_path / "work", "--json", report_path)
     row = json.loads(report_path.read_text())["rows"][0]
     assert len(row["ratios"]) == 3 and row["ratio"] == sorted(row["ratios"])[1]
+    assert f"| {', '.join(f'{ratio:.2f}' for ratio in row['ratios'])} |" in result.stdout  # the runs' column
     assert len(list((tmp_path / "work" / "runs").iterdir())) == 3  # three real runs of the script
 
 
