@@ -2,7 +2,7 @@
 # Quick start on the embedded digits data set (CPU is enough): a resnet56 teacher, a resnet20
 # no-teacher baseline, and the same resnet20 distilled with every method, on all of the training
 # data and on 1/4 of it (where distillation matters most); then a table made by scripts/report.py.
-#   bash scripts/quickstart.sh                 # about 3.5 minutes on a 2-core CPU
+#   bash scripts/quickstart.sh                 # about 4 minutes on a 2-core CPU
 #   OUT_DIR=runs/qs EPOCHS=30 bash scripts/quickstart.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
