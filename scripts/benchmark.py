@@ -97,6 +97,8 @@ def parse_args(argv=None):
     parser.add_argument("--json", default=None, help="also write all figures to this JSON file")
     args = parser.parse_args(argv)
     unknown = [s for s in args.scripts + [args.files_row] if s is not None and s not in SCRIPTS]
+    if args.repeats < 1 or args.steps < 1:
+        parser.error("--repeats and --steps must be at least 1")
     if unknown:
         parser.error(f"unknown script row {unknown[0]!r}; choose from {list(SCRIPTS)}")
     return args
@@ -264,6 +266,7 @@ def main(args):
                 after = bare_rate(args, device, image_shape, num_classes, optimizer_name, bare_step, channels_last)
                 return run, (before + after) / 2  # around the script's run: slow drifts of the machine cancel
             runs = sorted((measure() for _ in range(args.repeats)), key=lambda run: run[0][0] / run[1])
+            ratios = [script_run[0] / bare for script_run, bare in runs]
             (rate, wait, channels_last, wall), bare_mean = runs[len(runs) // 2]
             if optimizer_name not in student_rates:
                 student_rates[optimizer_name] = bare_rate(args, device, image_shape, num_classes, optimizer_name,
@@ -273,8 +276,8 @@ def main(args):
                                    "student_bare_images_per_sec": student_rate, "ratio": rate / bare_mean,
                                    "kd_overhead": student_rate / bare_mean, "data_wait_fraction": wait,
                                    "channels_last": channels_last, "wall_s": wall,
-                                   "ratios": [run[0][0] / run[1] for run in runs]})
-            spread = f"  (runs: {', '.join(f'{run[0][0] / run[1]:.2f}' for run in runs)})" if len(runs) > 1 else ""
+                                   "ratios": ratios})
+            spread = f"  (runs: {', '.join(f'{ratio:.2f}' for ratio in ratios)})" if len(runs) > 1 else ""
             print(f"  {row:32s} {rate:9.0f} img/s  bare {bare_mean:9.0f}  ratio {rate / bare_mean:.2f}  ({wall:.0f} s)"
                   f"{spread}", flush=True)
         print()
