@@ -308,6 +308,7 @@ def main(args):
         has_logits = not 1 <= stage <= num_stages  # stage phases stop at stage k: no CE to log
         train_loader.set_epoch(epoch)
         loss_sums, epoch_steps = torch.zeros(3, device=device), 0  # stage, ce, total
+        zero = torch.zeros((), device=device)  # the loss term a phase does not compute
         throughput.start()
         bar = tqdm(throughput.timed(train_loader), total=len(train_loader),
                    desc=f"epoch {epoch + 1}/{args.epochs} stage {stage}", disable=not master, leave=False)
@@ -320,7 +321,7 @@ def main(args):
             with autocast:
                 if stage == classifier_stage:
                     loss_ce = criterion(train_model(images)[0], labels)
-                    loss_stage = torch.zeros((), device=device)
+                    loss_stage = zero
                     loss = loss_ce
                 elif stage == 0:
                     logits, features = train_model(images)
@@ -330,7 +331,7 @@ def main(args):
                     loss = loss_ce + loss_stage
                 else:  # the student ends at stage k: no logits, no CE
                     loss_stage = stage_loss(train_model(images), teacher_features[stage])
-                    loss_ce = torch.zeros((), device=device)
+                    loss_ce = zero
                     loss = loss_stage
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()

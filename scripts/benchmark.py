@@ -42,12 +42,11 @@ from types import SimpleNamespace
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torchvision.models.feature_extraction import create_feature_extractor
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 from common.data import build_loaders  # noqa: E402
-from torchvision.models.feature_extraction import create_feature_extractor  # noqa: E402
-
 from common.models import STAGE_NODES, create_model, stage_modules, stage_shapes  # noqa: E402
 from common.utils import autocast_context, grad_scaler, keep_freed_memory  # noqa: E402
 
