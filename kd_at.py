@@ -5,28 +5,29 @@ The attention map of a feature map F (N, C, H, W) is Q = vec(mean_c |F_c|^p) / |
 a unit vector of length H*W per image. The student matches the teacher's map at the output of every
 stage j = 1..K (`common.models.with_stages`; a larger map is average-pooled to the smaller size first):
 
-    loss = (1 - A) * CE(student, labels) + A * T^2 * KL(softmax(teacher / T) || softmax(student / T))
-           + beta * sum_j AT_j
+    loss = ce_weight * CE(student, labels) + at_weight * sum_j AT_j
+           + kd_weight * T^2 * KL(softmax(teacher / T) || softmax(student / T))
     AT_j = mean over the batch and the H*W positions of (Q_S^j - Q_T^j)^2          (--at-mode code)
     AT_j = mean over the batch of ||Q_S^j - Q_T^j||_2                               (--at-mode paper)
 
-A = --st-alpha is 0 by default (attention transfer alone: loss = CE + beta * sum_j AT_j).
+--kd-weight is 0 by default (attention transfer alone: loss = CE + at_weight * sum_j AT_j); above 0
+it is AT+ST. Seed 001's AT+ST is --ce-weight 1 --at-weight 1000 --kd-weight 0.9 --temperature 4.
 `--at-mode code` follows the authors' released code (szagoruyko/attention-transfer): `at(x) =
 F.normalize(x.pow(2).mean(1).view(x.size(0), -1))`, `at_loss = (at(x) - at(y)).pow(2).mean()`. Their
-total is CE + beta / 2 * sum_j AT_j with beta = 1000; here beta multiplies the sum directly (as in
-CRD's RepDistiller), so --beta 1000 here equals --beta 2000 in their code.
+total is CE + beta / 2 * sum_j AT_j with beta = 1000; here the weight multiplies the sum directly (as
+in seed 001's code and CRD's RepDistiller), so --at-weight 1000 here equals their beta 2000.
 `--at-mode paper` is the paper's equation 2 (with p = 2 in the norm): Q sums over channels instead of
 averaging, which only scales the map by C before the normalisation, so Q is the same; the real
 difference is the distance. The squared error averaged over H*W positions has a gradient that
 shrinks with the distance and with 1/(H*W); the L2 norm of the difference has a gradient of unit
-size whatever the distance. The two differ in scale and in gradient, so beta must be re-tuned for
-paper mode (the paper sets beta to 1000 divided by the batch size and the attention-map size; the
-default --beta 1000 is meant for code mode).
+size whatever the distance. The two differ in scale and in gradient, so the weight must be re-tuned
+for paper mode (the paper sets beta to 1000 divided by the batch size and the attention-map size; the
+default --at-weight 1000 is meant for code mode).
 
-Small images need a smaller beta. Code mode averages over the H*W positions, and on digits the stage
-maps have 64, 16 and 4 positions (CIFAR: 1024, 256, 64), so the same beta weighs each stage 16 times
-more. With a resnet56 teacher, beta 1000 costs a digits resnet20 student 1.4 points of top-1, beta 100
-0.5 and beta 10 nothing; on a quarter of the data (teacher trained 120 epochs) 41 and 1.7 points.
+Small images need a smaller weight. Code mode averages over the H*W positions, and on digits the stage
+maps have 64, 16 and 4 positions (CIFAR: 1024, 256, 64), so the same weight counts each stage 16 times
+more. With a resnet56 teacher, 1000 costs a digits resnet20 student 1.4 points of top-1, 100 0.5 and
+10 nothing; on a quarter of the data (teacher trained 120 epochs) 41 and 1.7 points.
 
     python kd_at.py --teacher runs/<teacher_run>/best.pt               # resnet20 student on digits
     torchrun --nproc_per_node=8 kd_at.py --dataset imagenet --data-dir /data/imagenet --model resnet18 \
@@ -50,7 +51,7 @@ from common import UserError
 from common.data import DATASETS, build_loaders
 from common.models import MODEL_NAMES, create_model, with_stages
 from common.utils import (RunLog, Throughput, all_reduce_sum, autocast_context, build_optimizer, build_scheduler,
-                          cleanup_distributed, evaluate, find_resume, grad_scaler, load_checkpoint, load_teacher,
+                          cleanup_distributed, evaluate, find_resume, grad_scaler, init_from, load_checkpoint, load_teacher,
                           new_run_dir, rng_state, save_checkpoint, seed_everything, set_rng_state, setup_distributed, user_errors)
 
 
@@ -69,9 +70,19 @@ def parse_args(argv=None):
                       help="auto: tensor for digits/CIFAR/fake; for image files DALI (2.5x the DataLoader's "
                            "images/s on CPU), or torch when DALI is not installed")
     data.add_argument("--workers", type=int, default=4, help="DALI threads or DataLoader processes per rank")
+    data.add_argument("--augment", default="auto", choices=["auto", "standard", "reflect", "cub", "fastai"],
+                      help="train augmentation: auto = cub for cub200, standard otherwise; reflect = seed 001's CIFAR "
+                           "crop; cub = seed 000's; fastai = seed 004's get_transforms(do_flip=False) (docs/reproducing.md)")
+    data.add_argument("--eval-on", default="val", choices=["val", "heldout"],
+                      help="heldout: evaluate on the training images --train-fraction leaves out (seed 004's 3/4 test)")
     model = parser.add_argument_group("model")
     model.add_argument("--model", default="resnet20", help=f"one of: {', '.join(MODEL_NAMES)}")
     model.add_argument("--pretrained", action="store_true", help="start from torchvision's ImageNet weights")
+    model.add_argument("--init-from", default=None,
+                       help="start from this checkpoint's weights; tensors of another shape (a new classifier) stay fresh")
+    model.add_argument("--zero-init-residual", action=argparse.BooleanOptionalAction, default=False,
+                       help="zero-init the last BatchNorm of each residual block (Goyal et al. 2017); seed 001 and "
+                            "RepDistiller do not")
     optim = parser.add_argument_group("optimisation")
     optim.add_argument("--epochs", type=int, default=30, help="training epochs")
     optim.add_argument("--batch-size", type=int, default=64, help="global batch size, split across ranks")
@@ -108,12 +119,13 @@ def parse_args(argv=None):
     method.add_argument("--teacher", default=None, help="teacher checkpoint written by train_teacher.py")
     method.add_argument("--teacher-model", default=None, help="torchvision teacher (with --teacher-pretrained)")
     method.add_argument("--teacher-pretrained", action="store_true", help="use torchvision's ImageNet weights")
-    method.add_argument("--beta", type=float, default=1000.0, help="weight of the summed attention losses")
+    method.add_argument("--ce-weight", type=float, default=1.0, help="weight of the cross-entropy with the labels")
+    method.add_argument("--at-weight", type=float, default=1000.0, help="weight of the summed attention losses")
     method.add_argument("--at-p", type=float, default=2.0, help="exponent p of the attention map mean_c |F_c|^p")
     method.add_argument("--at-mode", default="code", choices=["code", "paper"],
                         help="code: squared error averaged over positions; paper: L2 norm of the difference")
-    method.add_argument("--st-alpha", type=float, default=0.0,
-                        help="weight A of Hinton's soft-target term; 1 - A weighs CE (0: attention transfer alone)")
+    method.add_argument("--kd-weight", type=float, default=0.0,
+                        help="weight of Hinton's soft-target term T^2 * KL (0: attention transfer alone; > 0: AT+ST)")
     method.add_argument("--temperature", type=float, default=4.0, help="softmax temperature T of the soft term")
     return parser.parse_args(argv)
 
@@ -162,13 +174,15 @@ def main(args):
     checkpoint = load_checkpoint(resume_path) if resume_path else None
     if args.evaluate and checkpoint is None:
         raise UserError("--evaluate needs a checkpoint: pass --resume PATH")
-    if not 0 <= args.st_alpha <= 1 or args.temperature <= 0 or args.beta < 0 or args.at_p <= 0:
-        raise UserError(f"need 0 <= --st-alpha <= 1, --temperature > 0, --beta >= 0 and --at-p > 0; got "
-                        f"{args.st_alpha}, {args.temperature}, {args.beta} and {args.at_p}")
+    if min(args.ce_weight, args.at_weight, args.kd_weight) < 0 or args.temperature <= 0 or args.at_p <= 0:
+        raise UserError(f"need --ce-weight, --at-weight, --kd-weight >= 0, --temperature > 0 and --at-p > 0; got "
+                        f"{args.ce_weight}, {args.at_weight}, {args.kd_weight}, {args.temperature} and {args.at_p}")
     train_loader, val_loader, num_classes, _ = build_loaders(args, device, dist.rank, dist.world_size)
     teacher, teacher_name = load_teacher(args, num_classes)
 
-    model = create_model(args.model, num_classes, args.pretrained)
+    model = create_model(args.model, num_classes, args.pretrained, args.zero_init_residual)
+    if args.init_from:
+        init_from(model, args.model, args.init_from)
     if checkpoint is not None:
         if (checkpoint["model_name"], checkpoint["num_classes"]) != (args.model, num_classes):
             raise UserError(f"{resume_path} holds {checkpoint['model_name']} with {checkpoint['num_classes']} "
@@ -233,7 +247,7 @@ def main(args):
             break
         train_model.train()
         train_loader.set_epoch(epoch)
-        loss_sums, epoch_steps = torch.zeros(4, device=device), 0  # ce, kd (attention), st, total
+        loss_sums, epoch_steps = torch.zeros(4, device=device), 0  # ce, at, kd (soft targets), total
         throughput.start()
         bar = tqdm(throughput.timed(train_loader), total=len(train_loader), desc=f"epoch {epoch + 1}/{args.epochs}",
                    disable=not master, leave=False)
@@ -248,23 +262,23 @@ def main(args):
                 # stage outputs only: features[0] is the stem
                 loss_stages = [at_loss(student_feature, teacher_feature, args.at_p, args.at_mode)
                                for student_feature, teacher_feature in zip(features[1:], teacher_features[1:])]
-                loss_kd = sum(loss_stages)
-                loss_st = kd_loss(logits, teacher_logits, args.temperature)
-                loss = (1 - args.st_alpha) * loss_ce + args.st_alpha * loss_st + args.beta * loss_kd
+                loss_at = sum(loss_stages)
+                loss_kd = kd_loss(logits, teacher_logits, args.temperature)
+                loss = args.ce_weight * loss_ce + args.at_weight * loss_at + args.kd_weight * loss_kd
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
             scaler.update()
             scheduler.step()
 
-            loss_sums += torch.stack([loss_ce, loss_kd, loss_st, loss]).detach()
+            loss_sums += torch.stack([loss_ce, loss_at, loss_kd, loss]).detach()
             step, epoch_steps = step + 1, epoch_steps + 1
             throughput.step(len(images) * dist.world_size)
             if step % args.log_interval == 0 and master:  # the only host syncs in the loop
                 bar.set_postfix(loss=f"{loss.item():.3f}")
-                log.scalars(step, {"losses/ce": loss_ce.item(), "losses/kd": loss_kd.item(), "losses/total": loss.item(),
-                                   **({"losses/st": loss_st.item()} if args.st_alpha > 0 else {}),
-                                   **{f"losses/kd_stage{k + 1}": value.item() for k, value in enumerate(loss_stages)},
+                log.scalars(step, {"losses/ce": loss_ce.item(), "losses/at": loss_at.item(), "losses/total": loss.item(),
+                                   **({"losses/kd": loss_kd.item()} if args.kd_weight > 0 else {}),
+                                   **{f"losses/at_stage{k + 1}": value.item() for k, value in enumerate(loss_stages)},
                                    "charts/lr": scheduler.get_last_lr()[0]})
             if args.max_steps and step >= args.max_steps:
                 break
@@ -272,18 +286,18 @@ def main(args):
         epochs_done = epoch + 1
 
         metrics = evaluate(eval_model, val_loader, autocast, device, memory_format)
-        loss_ce_mean, loss_kd_mean, loss_st_mean, train_loss = \
+        loss_ce_mean, loss_at_mean, loss_kd_mean, train_loss = \
             (all_reduce_sum(loss_sums) / max(1, epoch_steps * dist.world_size)).tolist()
         if metrics["top1"] > best_top1:
             best_top1, best_epoch = metrics["top1"], epoch + 1
         record = {"epoch": epoch + 1, "step": step, "train_loss": train_loss, "loss_ce": loss_ce_mean,
-                  "loss_kd": loss_kd_mean, "loss_st": loss_st_mean, "val_loss": metrics["loss"],
+                  "loss_at": loss_at_mean, "loss_kd": loss_kd_mean, "val_loss": metrics["loss"],
                   "top1": metrics["top1"], "top5": metrics["top5"], "lr": scheduler.get_last_lr()[0],
                   "images_per_sec": throughput.epoch_rate,
                   "data_wait_fraction": throughput.epoch_wait_fraction, "time_s": time.time() - started + prior_wall}
         log.epoch(record)
-        log.scalars(epoch + 1, {"losses/train": train_loss, "losses/train_ce": loss_ce_mean, "losses/train_kd": loss_kd_mean,
-                                **({"losses/train_st": loss_st_mean} if args.st_alpha > 0 else {}),
+        log.scalars(epoch + 1, {"losses/train": train_loss, "losses/train_ce": loss_ce_mean, "losses/train_at": loss_at_mean,
+                                **({"losses/train_kd": loss_kd_mean} if args.kd_weight > 0 else {}),
                                 "losses/val": metrics["loss"], "eval/top1": metrics["top1"],
                                 "eval/top5": metrics["top5"], "charts/images_per_sec": throughput.epoch_rate,
                                 "charts/data_wait_fraction": throughput.epoch_wait_fraction})
@@ -307,7 +321,7 @@ def main(args):
                "images_per_sec": throughput.rate, "data_wait_fraction": throughput.wait_fraction,
                "model": args.model, "dataset": args.dataset,
                "world_size": dist.world_size, "teacher": teacher_name, "teacher_top1": teacher_top1,
-               "method": "at_st" if args.st_alpha > 0 else "at"}
+               "method": "at_st" if args.kd_weight > 0 else "at"}
     log.results(results)
     log.close()
     if master:

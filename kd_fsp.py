@@ -11,7 +11,9 @@ the stage, F_in = features[k - 1] (N, C_in, h, w), and the one that leaves it, F
 Student and teacher must have the same channel counts at every stage (the paper distils a ResNet
 into a shallower one of the same widths); a mismatch is reported before training starts.
 
-    --fsp-mode joint (default):  loss = CE(student, labels) + beta * L_FSP, for --epochs epochs
+    --fsp-mode joint (default):  loss = ce_weight * CE(student, labels) + fsp_weight * L_FSP, for --epochs
+        epochs. Seed 001's FSP is joint with --ce-weight 1 --fsp-weight 0.1111111111: its code takes each
+        pair's mean squared error / 3, then the mean over its 3 pairs, i.e. (1/9) * L_FSP
     --fsp-mode two-stage (the paper): stage 1, --fsp-epochs epochs of L_FSP alone (its own optimizer,
         peak LR --fsp-lr and schedule; the classifier gets no gradient); stage 2, --epochs epochs of CE
         alone, from the stage-1 weights with a fresh optimizer and schedule
@@ -24,11 +26,11 @@ stages; `charts/phase` in TensorBoard and "phase" in metrics.jsonl say which one
 Defaults. L_FSP is quadratic in the features, so its size follows the teacher's activations. A resnet56
 digits teacher (train_teacher.py defaults) has rare images with stage-3 activations near 130 (a
 resnet20's stay near 12): per-image (G^T)^2 reaches 1e5 against a median of 9, L_FSP is 30-300 and
-does not go down. On that teacher --beta 0.01 already costs the resnet20 student 1.1 points of top-1
+does not go down. On that teacher --fsp-weight 0.01 already costs the resnet20 student 1.1 points of top-1
 (0.1: 20 points); 0.001 leaves it at the no-teacher accuracy. In stage 1 the same gradients inflate
 the weights (conv1 norm 2.4 -> 97 at --fsp-lr 0.05), and stage 2 then trains slowly: top-1 41% at
 --fsp-lr 0.05, 85% at 0.01, 97% at 0.001, 99% at 0.0001. With a teacher whose features are tame
-(a resnet20) stage 1 works at 0.01-0.05 (L_FSP 3.2 -> 0.7) and beta 0.1 is harmless: raise both then.
+(a resnet20) stage 1 works at 0.01-0.05 (L_FSP 3.2 -> 0.7) and a weight of 0.1 is harmless: raise both then.
 
     python kd_fsp.py --teacher runs/<teacher_run>/best.pt              # resnet20 student on digits
     torchrun --nproc_per_node=8 kd_fsp.py --dataset cifar100 --download --model resnet20 \
@@ -52,7 +54,7 @@ from common import UserError
 from common.data import DATASETS, build_loaders
 from common.models import MODEL_NAMES, create_model, stage_shapes, with_stages
 from common.utils import (RunLog, Throughput, all_reduce_sum, autocast_context, build_optimizer, build_scheduler,
-                          cleanup_distributed, evaluate, find_resume, grad_scaler, load_checkpoint, load_teacher,
+                          cleanup_distributed, evaluate, find_resume, grad_scaler, init_from, load_checkpoint, load_teacher,
                           new_run_dir, rng_state, save_checkpoint, seed_everything, set_rng_state, setup_distributed, user_errors)
 
 
@@ -71,9 +73,19 @@ def parse_args(argv=None):
                       help="auto: tensor for digits/CIFAR/fake; for image files DALI (2.5x the DataLoader's "
                            "images/s on CPU), or torch when DALI is not installed")
     data.add_argument("--workers", type=int, default=4, help="DALI threads or DataLoader processes per rank")
+    data.add_argument("--augment", default="auto", choices=["auto", "standard", "reflect", "cub", "fastai"],
+                      help="train augmentation: auto = cub for cub200, standard otherwise; reflect = seed 001's CIFAR "
+                           "crop; cub = seed 000's; fastai = seed 004's get_transforms(do_flip=False) (docs/reproducing.md)")
+    data.add_argument("--eval-on", default="val", choices=["val", "heldout"],
+                      help="heldout: evaluate on the training images --train-fraction leaves out (seed 004's 3/4 test)")
     model = parser.add_argument_group("model")
     model.add_argument("--model", default="resnet20", help=f"one of: {', '.join(MODEL_NAMES)}")
     model.add_argument("--pretrained", action="store_true", help="start from torchvision's ImageNet weights")
+    model.add_argument("--init-from", default=None,
+                       help="start from this checkpoint's weights; tensors of another shape (a new classifier) stay fresh")
+    model.add_argument("--zero-init-residual", action=argparse.BooleanOptionalAction, default=False,
+                       help="zero-init the last BatchNorm of each residual block (Goyal et al. 2017); seed 001 and "
+                            "RepDistiller do not")
     optim = parser.add_argument_group("optimisation")
     optim.add_argument("--epochs", type=int, default=30, help="training epochs")
     optim.add_argument("--batch-size", type=int, default=64, help="global batch size, split across ranks")
@@ -111,8 +123,9 @@ def parse_args(argv=None):
     method.add_argument("--teacher-model", default=None, help="torchvision teacher (with --teacher-pretrained)")
     method.add_argument("--teacher-pretrained", action="store_true", help="use torchvision's ImageNet weights")
     method.add_argument("--fsp-mode", default="joint", choices=["joint", "two-stage"],
-                        help="joint: CE + beta * FSP; two-stage: FSP alone for --fsp-epochs, then CE alone")
-    method.add_argument("--beta", type=float, default=0.001, help="joint: weight of the FSP loss")
+                        help="joint: CE + FSP together; two-stage: FSP alone for --fsp-epochs, then CE alone")
+    method.add_argument("--ce-weight", type=float, default=1.0, help="joint: weight of the cross-entropy with the labels")
+    method.add_argument("--fsp-weight", type=float, default=0.001, help="joint: weight of the FSP loss L_FSP")
     method.add_argument("--fsp-epochs", type=int, default=10, help="two-stage: epochs of stage 1 (FSP alone)")
     method.add_argument("--fsp-lr", type=float, default=0.0001, help="two-stage: peak learning rate of stage 1")
     return parser.parse_args(argv)
@@ -175,12 +188,15 @@ def main(args):
     checkpoint = load_checkpoint(resume_path) if resume_path else None
     if args.evaluate and checkpoint is None:
         raise UserError("--evaluate needs a checkpoint: pass --resume PATH")
-    if args.beta < 0 or args.fsp_epochs < 0:
-        raise UserError(f"need --beta >= 0 and --fsp-epochs >= 0; got {args.beta} and {args.fsp_epochs}")
+    if min(args.ce_weight, args.fsp_weight, args.fsp_epochs, args.fsp_lr) < 0:
+        raise UserError(f"need --ce-weight, --fsp-weight, --fsp-epochs and --fsp-lr >= 0; got {args.ce_weight}, "
+                        f"{args.fsp_weight}, {args.fsp_epochs} and {args.fsp_lr}")
     train_loader, val_loader, num_classes, image_shape = build_loaders(args, device, dist.rank, dist.world_size)
     teacher, teacher_name = load_teacher(args, num_classes)
 
-    model = create_model(args.model, num_classes, args.pretrained)
+    model = create_model(args.model, num_classes, args.pretrained, args.zero_init_residual)
+    if args.init_from:
+        init_from(model, args.model, args.init_from)
     if checkpoint is not None:
         if (checkpoint["model_name"], checkpoint["num_classes"]) != (args.model, num_classes):
             raise UserError(f"{resume_path} holds {checkpoint['model_name']} with {checkpoint['num_classes']} "
@@ -288,7 +304,7 @@ def main(args):
                 elif phase == 2:
                     loss = loss_ce
                 else:
-                    loss = loss_ce + args.beta * loss_kd
+                    loss = args.ce_weight * loss_ce + args.fsp_weight * loss_kd
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)

@@ -1,11 +1,16 @@
 """Logit regression: knowledge distillation of Ba and Caruana 2014 ("Do Deep Nets Really Need to
 be Deep?", arXiv:1312.6184). The student regresses the teacher's pre-softmax logits.
 
-    loss = CE(student, labels) + beta * MSE(student_logits, teacher_logits)
+    loss = ce_weight * CE(student, labels) + kd_weight * MSE(z_student, z_teacher)
+
+z is the logits (--target logits, the paper), or with --target features the input of the last
+Linear layer: the pooled penultimate features of a ResNet. Seed 001's "Logits" method is the latter
+(its code regresses the 64-d pooled features, whatever its README says): --target features
+--ce-weight 1 --kd-weight 1. Student and teacher must then have the same feature width.
 
     python kd_logit.py --teacher runs/<teacher_run>/best.pt            # resnet20 student on digits
     torchrun --nproc_per_node=8 kd_logit.py --dataset cifar100 --data-dir data --model resnet20 \
-        --teacher runs/<teacher_run>/best.pt --epochs 200 --batch-size 128 --lr 0.1 \
+        --teacher runs/<teacher_run>/best.pt --target features --epochs 200 --batch-size 128 --lr 0.1 \
         --lr-schedule multistep --milestones 100 150 --weight-decay 1e-4
 
 Writes runs/<run_name>/ with args.json, metrics.jsonl, results.json, last.pt, best.pt and
@@ -19,13 +24,14 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel as DDP
+from torchvision.models.feature_extraction import create_feature_extractor, get_graph_node_names
 from tqdm import tqdm
 
 from common import UserError
 from common.data import DATASETS, build_loaders
 from common.models import MODEL_NAMES, create_model
 from common.utils import (RunLog, Throughput, all_reduce_sum, autocast_context, build_optimizer, build_scheduler,
-                          cleanup_distributed, evaluate, find_resume, grad_scaler, load_checkpoint, load_teacher,
+                          cleanup_distributed, evaluate, find_resume, grad_scaler, init_from, load_checkpoint, load_teacher,
                           new_run_dir, rng_state, save_checkpoint, seed_everything, set_rng_state, setup_distributed, user_errors)
 
 
@@ -44,9 +50,19 @@ def parse_args(argv=None):
                       help="auto: tensor for digits/CIFAR/fake; for image files DALI (2.5x the DataLoader's "
                            "images/s on CPU), or torch when DALI is not installed")
     data.add_argument("--workers", type=int, default=4, help="DALI threads or DataLoader processes per rank")
+    data.add_argument("--augment", default="auto", choices=["auto", "standard", "reflect", "cub", "fastai"],
+                      help="train augmentation: auto = cub for cub200, standard otherwise; reflect = seed 001's CIFAR "
+                           "crop; cub = seed 000's; fastai = seed 004's get_transforms(do_flip=False) (docs/reproducing.md)")
+    data.add_argument("--eval-on", default="val", choices=["val", "heldout"],
+                      help="heldout: evaluate on the training images --train-fraction leaves out (seed 004's 3/4 test)")
     model = parser.add_argument_group("model")
     model.add_argument("--model", default="resnet20", help=f"one of: {', '.join(MODEL_NAMES)}")
     model.add_argument("--pretrained", action="store_true", help="start from torchvision's ImageNet weights")
+    model.add_argument("--init-from", default=None,
+                       help="start from this checkpoint's weights; tensors of another shape (a new classifier) stay fresh")
+    model.add_argument("--zero-init-residual", action=argparse.BooleanOptionalAction, default=False,
+                       help="zero-init the last BatchNorm of each residual block (Goyal et al. 2017); seed 001 and "
+                            "RepDistiller do not")
     optim = parser.add_argument_group("optimisation")
     optim.add_argument("--epochs", type=int, default=30, help="training epochs")
     optim.add_argument("--batch-size", type=int, default=64, help="global batch size, split across ranks")
@@ -83,7 +99,10 @@ def parse_args(argv=None):
     method.add_argument("--teacher", default=None, help="teacher checkpoint written by train_teacher.py")
     method.add_argument("--teacher-model", default=None, help="torchvision teacher (with --teacher-pretrained)")
     method.add_argument("--teacher-pretrained", action="store_true", help="use torchvision's ImageNet weights")
-    method.add_argument("--beta", type=float, default=1.0, help="weight of the logit MSE term")
+    method.add_argument("--target", default="logits", choices=["logits", "features"],
+                        help="what the student regresses: the logits, or the input of the last Linear layer")
+    method.add_argument("--ce-weight", type=float, default=1.0, help="weight of the cross-entropy with the labels")
+    method.add_argument("--kd-weight", type=float, default=1.0, help="weight of the MSE regression term")
     return parser.parse_args(argv)
 
 
@@ -93,6 +112,27 @@ def logit_loss(student_logits, teacher_logits):
     Ba and Caruana regress logits rather than probabilities so that the information in
     near-zero probabilities (the log-odds between unlikely classes) is not squashed away."""
     return F.mse_loss(student_logits.float(), teacher_logits.float())
+
+
+class Regressed(nn.Module):
+    """forward(images) -> (logits, z): z is the logits, or with target "features" the input of the last
+    Linear layer (the pooled penultimate features of a ResNet), read out by FX; shares `model`."""
+
+    def __init__(self, model, target):
+        super().__init__()
+        self.target, self.body = target, model
+        if target == "features":
+            names = get_graph_node_names(model)[0]
+            last_linear = [name for name, module in model.named_modules() if isinstance(module, nn.Linear)][-1]
+            self.nodes = [names[names.index(last_linear) - 1], names[-1]]
+            self.body = create_feature_extractor(model, self.nodes)
+
+    def forward(self, images):
+        if self.target == "logits":
+            logits = self.body(images)
+            return logits, logits
+        out = self.body(images)
+        return out[self.nodes[1]], out[self.nodes[0]]
 
 
 @user_errors
@@ -105,15 +145,26 @@ def main(args):
     checkpoint = load_checkpoint(resume_path) if resume_path else None
     if args.evaluate and checkpoint is None:
         raise UserError("--evaluate needs a checkpoint: pass --resume PATH")
-    train_loader, val_loader, num_classes, _ = build_loaders(args, device, dist.rank, dist.world_size)
+    if min(args.ce_weight, args.kd_weight) < 0:
+        raise UserError(f"need --ce-weight, --kd-weight >= 0; got {args.ce_weight} and {args.kd_weight}")
+    train_loader, val_loader, num_classes, image_shape = build_loaders(args, device, dist.rank, dist.world_size)
     teacher, teacher_name = load_teacher(args, num_classes)
 
-    model = create_model(args.model, num_classes, args.pretrained)
+    model = create_model(args.model, num_classes, args.pretrained, args.zero_init_residual)
+    if args.init_from:
+        init_from(model, args.model, args.init_from)
     if checkpoint is not None:
         if (checkpoint["model_name"], checkpoint["num_classes"]) != (args.model, num_classes):
             raise UserError(f"{resume_path} holds {checkpoint['model_name']} with {checkpoint['num_classes']} "
                             f"classes, not --model {args.model} with {num_classes} classes of {args.dataset}")
         model.load_state_dict(checkpoint["model"])
+    student = Regressed(model, args.target)  # forward -> (logits, z); shares `model`, which is what gets saved
+    teacher = Regressed(teacher, args.target).eval()
+    with torch.no_grad():
+        widths = [net.eval()(torch.zeros(1, *image_shape))[1].shape[1:] for net in (student, teacher)]
+    if widths[0] != widths[1]:
+        raise UserError(f"--target {args.target}: the student {args.model} gives {tuple(widths[0])} values but the "
+                        f"teacher {teacher_name} {tuple(widths[1])}; pick a teacher of the student's width")
     memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
     model.to(device, memory_format=memory_format)
     autocast = autocast_context(args.amp, device)
@@ -124,7 +175,7 @@ def main(args):
         print(f"teacher {teacher_name}: top1 {teacher_top1:.2f}")
 
     if args.evaluate:
-        metrics = evaluate(model, val_loader, autocast, device, memory_format)
+        metrics = evaluate(student, val_loader, autocast, device, memory_format)
         if master:
             print(f"FINAL top1={metrics['top1']:.2f} top5={metrics['top5']:.2f} best_top1={checkpoint['best_top1']:.2f}")
         return cleanup_distributed()
@@ -149,7 +200,7 @@ def main(args):
         run_dir = new_run_dir(args.out_dir, run_name)
 
     # nanoGPT's order: to(device) -> compile -> DDP; the unwrapped `model` is what gets saved
-    eval_model = torch.compile(model) if args.compile else model
+    eval_model = torch.compile(student) if args.compile else student
     teacher = torch.compile(teacher) if args.compile else teacher
     train_model = DDP(eval_model, device_ids=[device.index] if device.type == "cuda" else None) \
         if dist.world_size > 1 else eval_model
@@ -176,12 +227,12 @@ def main(args):
             # ALGO LOGIC: one training step
             images = images.contiguous(memory_format=memory_format)
             with torch.no_grad(), autocast:
-                teacher_logits = teacher(images)
+                _, teacher_z = teacher(images)
             with autocast:
-                logits = train_model(images)
+                logits, z = train_model(images)
                 loss_ce = criterion(logits, labels)
-                loss_kd = logit_loss(logits, teacher_logits)
-                loss = loss_ce + args.beta * loss_kd
+                loss_kd = logit_loss(z, teacher_z)
+                loss = args.ce_weight * loss_ce + args.kd_weight * loss_kd
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)

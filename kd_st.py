@@ -1,11 +1,16 @@
 """Soft targets: knowledge distillation of Hinton, Vinyals and Dean 2015 ("Distilling the
 Knowledge in a Neural Network", arXiv:1503.02531).
 
-    loss = (1 - alpha) * CE(student, labels) + alpha * T^2 * KL(softmax(teacher / T) || softmax(student / T))
+    loss = ce_weight * CE(student, labels) + kd_weight * T^2 * KL(softmax(teacher / T) || softmax(student / T))
+
+Each seed's loss is one setting of the two weights: Hinton's convex mix with alpha = 0.9 is
+--ce-weight 0.1 --kd-weight 0.9 (the default); seed 001 adds the terms, --ce-weight 1 --kd-weight 1;
+seed 000 trains on the soft targets alone, --ce-weight 0 --kd-weight 1; seed 003's
+alpha * T^2 * soft + (1 - alpha) * hard is --kd-weight alpha --ce-weight 1-alpha.
 
     python kd_st.py --teacher runs/<teacher_run>/best.pt               # resnet20 student on digits
     torchrun --nproc_per_node=8 kd_st.py --dataset imagenet --data-dir /data/imagenet --model resnet18 \
-        --teacher-model resnet50 --teacher-pretrained --temperature 1 --alpha 0.9 --epochs 200 \
+        --teacher-model resnet50 --teacher-pretrained --temperature 1 --ce-weight 0 --kd-weight 1 --epochs 200 \
         --batch-size 256 --lr 0.1 --lr-schedule step --lr-step 30 --amp bf16
 
 Writes runs/<run_name>/ with args.json, metrics.jsonl, results.json, last.pt, best.pt and
@@ -25,7 +30,7 @@ from common import UserError
 from common.data import DATASETS, build_loaders
 from common.models import MODEL_NAMES, create_model
 from common.utils import (RunLog, Throughput, all_reduce_sum, autocast_context, build_optimizer, build_scheduler,
-                          cleanup_distributed, evaluate, find_resume, grad_scaler, load_checkpoint, load_teacher,
+                          cleanup_distributed, evaluate, find_resume, grad_scaler, init_from, load_checkpoint, load_teacher,
                           new_run_dir, rng_state, save_checkpoint, seed_everything, set_rng_state, setup_distributed, user_errors)
 
 
@@ -44,9 +49,19 @@ def parse_args(argv=None):
                       help="auto: tensor for digits/CIFAR/fake; for image files DALI (2.5x the DataLoader's "
                            "images/s on CPU), or torch when DALI is not installed")
     data.add_argument("--workers", type=int, default=4, help="DALI threads or DataLoader processes per rank")
+    data.add_argument("--augment", default="auto", choices=["auto", "standard", "reflect", "cub", "fastai"],
+                      help="train augmentation: auto = cub for cub200, standard otherwise; reflect = seed 001's CIFAR "
+                           "crop; cub = seed 000's; fastai = seed 004's get_transforms(do_flip=False) (docs/reproducing.md)")
+    data.add_argument("--eval-on", default="val", choices=["val", "heldout"],
+                      help="heldout: evaluate on the training images --train-fraction leaves out (seed 004's 3/4 test)")
     model = parser.add_argument_group("model")
     model.add_argument("--model", default="resnet20", help=f"one of: {', '.join(MODEL_NAMES)}")
     model.add_argument("--pretrained", action="store_true", help="start from torchvision's ImageNet weights")
+    model.add_argument("--init-from", default=None,
+                       help="start from this checkpoint's weights; tensors of another shape (a new classifier) stay fresh")
+    model.add_argument("--zero-init-residual", action=argparse.BooleanOptionalAction, default=False,
+                       help="zero-init the last BatchNorm of each residual block (Goyal et al. 2017); seed 001 and "
+                            "RepDistiller do not")
     optim = parser.add_argument_group("optimisation")
     optim.add_argument("--epochs", type=int, default=30, help="training epochs")
     optim.add_argument("--batch-size", type=int, default=64, help="global batch size, split across ranks")
@@ -84,7 +99,8 @@ def parse_args(argv=None):
     method.add_argument("--teacher-model", default=None, help="torchvision teacher (with --teacher-pretrained)")
     method.add_argument("--teacher-pretrained", action="store_true", help="use torchvision's ImageNet weights")
     method.add_argument("--temperature", type=float, default=4.0, help="softmax temperature T")
-    method.add_argument("--alpha", type=float, default=0.9, help="weight of the soft term; 1 - alpha weighs CE")
+    method.add_argument("--ce-weight", type=float, default=0.1, help="weight of the cross-entropy with the labels")
+    method.add_argument("--kd-weight", type=float, default=0.9, help="weight of the soft-target term T^2 * KL")
     return parser.parse_args(argv)
 
 
@@ -108,10 +124,15 @@ def main(args):
     checkpoint = load_checkpoint(resume_path) if resume_path else None
     if args.evaluate and checkpoint is None:
         raise UserError("--evaluate needs a checkpoint: pass --resume PATH")
+    if args.temperature <= 0 or min(args.ce_weight, args.kd_weight) < 0:
+        raise UserError(f"need --temperature > 0 and --ce-weight, --kd-weight >= 0; got {args.temperature}, "
+                        f"{args.ce_weight} and {args.kd_weight}")
     train_loader, val_loader, num_classes, _ = build_loaders(args, device, dist.rank, dist.world_size)
     teacher, teacher_name = load_teacher(args, num_classes)
 
-    model = create_model(args.model, num_classes, args.pretrained)
+    model = create_model(args.model, num_classes, args.pretrained, args.zero_init_residual)
+    if args.init_from:
+        init_from(model, args.model, args.init_from)
     if checkpoint is not None:
         if (checkpoint["model_name"], checkpoint["num_classes"]) != (args.model, num_classes):
             raise UserError(f"{resume_path} holds {checkpoint['model_name']} with {checkpoint['num_classes']} "
@@ -184,7 +205,7 @@ def main(args):
                 logits = train_model(images)
                 loss_ce = criterion(logits, labels)
                 loss_kd = kd_loss(logits, teacher_logits, args.temperature)
-                loss = (1 - args.alpha) * loss_ce + args.alpha * loss_kd
+                loss = args.ce_weight * loss_ce + args.kd_weight * loss_kd
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)

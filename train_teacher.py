@@ -20,7 +20,7 @@ from common import UserError
 from common.data import DATASETS, build_loaders
 from common.models import MODEL_NAMES, create_model
 from common.utils import (RunLog, Throughput, all_reduce_sum, autocast_context, build_optimizer, build_scheduler,
-                          cleanup_distributed, evaluate, find_resume, grad_scaler, load_checkpoint, new_run_dir,
+                          cleanup_distributed, evaluate, find_resume, grad_scaler, init_from, load_checkpoint, new_run_dir,
                           rng_state, save_checkpoint, seed_everything, set_rng_state, setup_distributed, user_errors)
 
 
@@ -39,9 +39,19 @@ def parse_args(argv=None):
                       help="auto: tensor for digits/CIFAR/fake; for image files DALI (2.5x the DataLoader's "
                            "images/s on CPU), or torch when DALI is not installed")
     data.add_argument("--workers", type=int, default=4, help="DALI threads or DataLoader processes per rank")
+    data.add_argument("--augment", default="auto", choices=["auto", "standard", "reflect", "cub", "fastai"],
+                      help="train augmentation: auto = cub for cub200, standard otherwise; reflect = seed 001's CIFAR "
+                           "crop; cub = seed 000's; fastai = seed 004's get_transforms(do_flip=False) (docs/reproducing.md)")
+    data.add_argument("--eval-on", default="val", choices=["val", "heldout"],
+                      help="heldout: evaluate on the training images --train-fraction leaves out (seed 004's 3/4 test)")
     model = parser.add_argument_group("model")
     model.add_argument("--model", default="resnet56", help=f"one of: {', '.join(MODEL_NAMES)}")
     model.add_argument("--pretrained", action="store_true", help="start from torchvision's ImageNet weights")
+    model.add_argument("--init-from", default=None,
+                       help="start from this checkpoint's weights; tensors of another shape (a new classifier) stay fresh")
+    model.add_argument("--zero-init-residual", action=argparse.BooleanOptionalAction, default=False,
+                       help="zero-init the last BatchNorm of each residual block (Goyal et al. 2017); seed 001 and "
+                            "RepDistiller do not")
     optim = parser.add_argument_group("optimisation")
     optim.add_argument("--epochs", type=int, default=30, help="training epochs")
     optim.add_argument("--batch-size", type=int, default=64, help="global batch size, split across ranks")
@@ -89,7 +99,9 @@ def main(args):
         raise UserError("--evaluate needs a checkpoint: pass --resume PATH")
     train_loader, val_loader, num_classes, _ = build_loaders(args, device, dist.rank, dist.world_size)
 
-    model = create_model(args.model, num_classes, args.pretrained)
+    model = create_model(args.model, num_classes, args.pretrained, args.zero_init_residual)
+    if args.init_from:
+        init_from(model, args.model, args.init_from)
     if checkpoint is not None:
         if (checkpoint["model_name"], checkpoint["num_classes"]) != (args.model, num_classes):
             raise UserError(f"{resume_path} holds {checkpoint['model_name']} with {checkpoint['num_classes']} "

@@ -254,6 +254,23 @@ def load_checkpoint(path):
     return checkpoint
 
 
+def init_from(model, model_name, path):
+    """Start `model` from the weights of checkpoint `path` (`--init-from`): every tensor whose name and
+    shape match is copied; the rest (a classifier for another class count) keeps its fresh
+    initialisation. Seed 000 starts its CUB-200 teachers this way from its own ImageNet teachers.
+    Returns the names of the tensors left fresh."""
+    checkpoint = load_checkpoint(path)
+    if checkpoint["model_name"] != model_name:
+        raise UserError(f"--init-from {path} holds {checkpoint['model_name']}, not --model {model_name}")
+    own = model.state_dict()
+    kept = {key: value for key, value in checkpoint["model"].items() if key in own and own[key].shape == value.shape}
+    fresh = sorted(set(own) - set(kept))
+    if len(fresh) > len(own) // 2:
+        raise UserError(f"--init-from {path}: only {len(kept)} of {len(own)} tensors fit {model_name}")
+    model.load_state_dict(kept, strict=False)
+    return fresh
+
+
 def find_resume(resume, out_dir, exp_name):
     """`--resume auto`: the newest last.pt of this experiment; None when there is none yet."""
     if resume != "auto":

@@ -57,7 +57,7 @@ SCRIPTS = {
     "kd_logit.py": ([], "sgd", "kd"),
     "kd_st.py": ([], "sgd", "kd"),
     "kd_at.py": ([], "sgd", "kd"),
-    "kd_at.py --st-alpha 0.9": (["--st-alpha", "0.9"], "sgd", "kd"),
+    "kd_at.py --kd-weight 0.9": (["--kd-weight", "0.9"], "sgd", "kd"),
     "kd_fsp.py": ([], "sgd", "kd"),
     "kd_stagewise.py": ([], "adam", "stage1"),
     "kd_stagewise.py --simultaneous": (["--simultaneous", "--epochs", "1000"], "adam", "kd"),

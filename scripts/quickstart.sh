@@ -35,10 +35,10 @@ for fraction in 1.0 0.25; do
   run "baseline_$fraction" "$PYTHON" train_teacher.py "${student[@]}" --epochs "$EPOCHS" --exp-name baseline
   run "st_$fraction" "$PYTHON" kd_st.py --teacher "$teacher" "${student[@]}" --epochs "$EPOCHS"
   run "logit_$fraction" "$PYTHON" kd_logit.py --teacher "$teacher" "${student[@]}" --epochs "$EPOCHS"
-  # AT's default beta 1000 is tuned for CIFAR's 32x32 maps; its loss is a mean over positions, so
-  # digits' 8x8 maps weigh 16x more per stage: beta 50 is about the same strength (1000 / 16 = 62)
-  run "at_$fraction" "$PYTHON" kd_at.py --teacher "$teacher" --beta 50 "${student[@]}" --epochs "$EPOCHS"
-  run "at_st_$fraction" "$PYTHON" kd_at.py --teacher "$teacher" --beta 50 --st-alpha 0.9 --exp-name kd_at_st \
+  # AT's default weight 1000 is tuned for CIFAR's 32x32 maps; its loss is a mean over positions, so
+  # digits' 8x8 maps weigh 16x more per stage: 50 is about the same strength (1000 / 16 = 62)
+  run "at_$fraction" "$PYTHON" kd_at.py --teacher "$teacher" --at-weight 50 "${student[@]}" --epochs "$EPOCHS"
+  run "at_st_$fraction" "$PYTHON" kd_at.py --teacher "$teacher" --at-weight 50 --kd-weight 0.9 --exp-name kd_at_st \
     "${student[@]}" --epochs "$EPOCHS"
   run "fsp_$fraction" "$PYTHON" kd_fsp.py --teacher "$teacher" "${student[@]}" --epochs "$EPOCHS"
   # stage-wise: 3 stages + classifier; a quarter of the data gives 5 steps an epoch, so longer phases

@@ -72,11 +72,11 @@ def test_attention_transfer_end_to_end(make_teacher, tmp_path):
     teacher = make_teacher("resnet14")
     result = run_script("kd_at.py", "--model", "resnet8", "--teacher", teacher, "--out-dir", tmp_path, *QUICK)
     run_dir, results, metrics = assert_run_outputs(result, tmp_path, teacher, "at")
-    assert metrics[0]["loss_kd"] > 0
-    # st_alpha = 0: the total is CE + 1000 * AT
-    assert metrics[0]["train_loss"] == pytest.approx(metrics[0]["loss_ce"] + 1000 * metrics[0]["loss_kd"], rel=1e-4)
+    assert metrics[0]["loss_at"] > 0
+    # kd_weight = 0: the total is CE + 1000 * AT
+    assert metrics[0]["train_loss"] == pytest.approx(metrics[0]["loss_ce"] + 1000 * metrics[0]["loss_at"], rel=1e-4)
     tags = tensorboard_tags(run_dir)
-    assert {"losses/ce", "losses/kd", "losses/total", "eval/top1"} <= tags and "losses/st" not in tags
+    assert {"losses/ce", "losses/at", "losses/total", "eval/top1"} <= tags and "losses/kd" not in tags
 
     evaluated = run_script("kd_at.py", "--model", "resnet8", "--teacher", teacher, "--evaluate",
                            "--resume", run_dir / "last.pt")
@@ -86,18 +86,18 @@ def test_attention_transfer_end_to_end(make_teacher, tmp_path):
 def test_attention_transfer_with_soft_targets(make_teacher, tmp_path):
     teacher = make_teacher("resnet14")
     result = run_script("kd_at.py", "--model", "resnet8", "--teacher", teacher, "--out-dir", tmp_path,
-                        "--st-alpha", "0.5", "--at-mode", "paper", "--beta", "1", *QUICK)
+                        "--kd-weight", "0.9", "--temperature", "4", "--at-weight", "1000", *QUICK)  # seed 001's AT+ST
     run_dir, results, metrics = assert_run_outputs(result, tmp_path, teacher, "at_st")
     epoch = metrics[0]
-    assert epoch["loss_st"] > 0 and epoch["train_loss"] == pytest.approx(
-        0.5 * epoch["loss_ce"] + 0.5 * epoch["loss_st"] + epoch["loss_kd"], rel=1e-4)
-    assert {"losses/ce", "losses/kd", "losses/st", "losses/total"} <= tensorboard_tags(run_dir)
+    assert epoch["loss_kd"] > 0 and epoch["train_loss"] == pytest.approx(
+        1.0 * epoch["loss_ce"] + 0.9 * epoch["loss_kd"] + 1000 * epoch["loss_at"], rel=1e-4)
+    assert {"losses/ce", "losses/at", "losses/kd", "losses/total"} <= tensorboard_tags(run_dir)
 
 
 def test_teacher_with_other_stage_count_is_a_user_error(make_teacher, tmp_path):
-    result = run_script("kd_at.py", "--model", "resnet10", "--teacher", make_teacher("resnet14"),
+    result = run_script("kd_at.py", "--model", "sw_resnet10", "--teacher", make_teacher("resnet14"),
                         "--out-dir", tmp_path, *QUICK, check=False)
-    assert_user_error(result, "resnet10 has 4 stages", "resnet14 has 3")
+    assert_user_error(result, "sw_resnet10 has 4 stages", "resnet14 has 3")
     assert not any(tmp_path.iterdir())  # no run directory
 
 

@@ -4,6 +4,7 @@ import json
 
 import pytest
 import torch
+import torch.nn.functional as F
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from conftest import QUICK, assert_run_outputs, assert_user_error, feature_kd_step, only_run, run_script, tensorboard_tags
@@ -54,6 +55,18 @@ def test_fsp_loss_by_hand():
     assert loss.item() == pytest.approx(87.5 / 4)
 
 
+def test_seed_001_weighting_is_one_ninth_of_the_sum():
+    # seed 001 (hankyul2/KnowledgeDistillation src/fsp.py): each pair's mse_loss / 3, then the mean over
+    # its 3 pairs; the launcher's --fsp-weight 0.1111111111 gives the same loss
+    torch.manual_seed(0)
+    shapes = [(2, 16, 8, 8), (2, 16, 8, 8), (2, 32, 4, 4), (2, 64, 2, 2)]
+    student, teacher = [torch.randn(s) for s in shapes], [torch.randn(s) for s in shapes]
+    student_pairs, teacher_pairs = list(zip(student[:-1], student[1:])), list(zip(teacher[:-1], teacher[1:]))
+    seed_code = torch.stack([F.mse_loss(fsp_matrix(*s), fsp_matrix(*t)) / 3
+                             for s, t in zip(student_pairs, teacher_pairs)]).mean()
+    assert (0.1111111111 * fsp_loss(student_pairs, teacher_pairs)).item() == pytest.approx(seed_code.item(), rel=1e-6)
+
+
 def test_identical_features_give_zero_loss():
     pairs = [(torch.randn(4, 16, 8, 8), torch.randn(4, 16, 8, 8)), (torch.randn(4, 16, 8, 8), torch.randn(4, 32, 4, 4))]
     assert fsp_loss(pairs, [(feature_in.clone(), feature_out.clone()) for feature_in, feature_out in pairs]).item() == 0.0
@@ -83,11 +96,11 @@ def test_one_step_trains_the_student_only():
 def test_joint_end_to_end(make_teacher, tmp_path):
     teacher = make_teacher("resnet14")
     result = run_script("kd_fsp.py", "--model", "resnet8", "--teacher", teacher, "--out-dir", tmp_path,
-                        "--beta", "0.5", *QUICK)
+                        "--ce-weight", "0.8", "--fsp-weight", "0.5", *QUICK)
     run_dir, results, metrics = assert_run_outputs(result, tmp_path, teacher, "fsp")
     epoch = metrics[0]
     assert epoch["phase"] == 0 and epoch["loss_kd"] > 0
-    assert epoch["train_loss"] == pytest.approx(epoch["loss_ce"] + 0.5 * epoch["loss_kd"], rel=1e-4)
+    assert epoch["train_loss"] == pytest.approx(0.8 * epoch["loss_ce"] + 0.5 * epoch["loss_kd"], rel=1e-4)
     assert {"losses/ce", "losses/kd", "losses/total", "charts/phase"} <= tensorboard_tags(run_dir)
 
 

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from common.models import create_model
 from conftest import QUICK, assert_run_outputs, assert_user_error, only_run, run_dirs, run_script, tensorboard_tags
-from kd_logit import logit_loss
+from kd_logit import Regressed, logit_loss
 from kd_st import kd_loss
 
 STUDENT = torch.tensor([[1.0, 2.0, 0.0], [0.5, -1.0, 2.0]])
@@ -51,7 +51,7 @@ def test_logit_loss_by_hand():
     assert logit_loss(STUDENT, STUDENT).item() == 0.0
 
 
-def st_step(alpha, temperature=4.0):
+def st_step(ce_weight, kd_weight, temperature=4.0):
     """One training step of kd_st.py's loss, in-process."""
     torch.manual_seed(0)
     student, teacher = create_model("resnet8", 10), create_model("resnet14", 10)
@@ -61,41 +61,71 @@ def st_step(alpha, temperature=4.0):
         teacher_logits = teacher(images)
     logits = student(images)
     loss_ce = F.cross_entropy(logits, labels)
-    loss = (1 - alpha) * loss_ce + alpha * kd_loss(logits, teacher_logits, temperature)
+    loss = ce_weight * loss_ce + kd_weight * kd_loss(logits, teacher_logits, temperature)
     return student, teacher, loss, loss_ce
 
 
-def test_alpha_zero_is_cross_entropy():
-    _, _, loss, loss_ce = st_step(alpha=0.0)
+def test_kd_weight_zero_is_cross_entropy():
+    _, _, loss, loss_ce = st_step(ce_weight=1.0, kd_weight=0.0)
     assert loss.item() == pytest.approx(loss_ce.item())
 
 
 def test_one_step_trains_only_the_student():
-    student, teacher, loss, _ = st_step(alpha=0.9)
+    student, teacher, loss, _ = st_step(ce_weight=0.1, kd_weight=0.9)
     buffers = {k: v.clone() for k, v in teacher.state_dict().items()}
     optimizer = torch.optim.SGD(student.parameters(), lr=0.1)
     loss.backward()
     optimizer.step()
-    assert all(p.grad is not None for p in student.parameters())
-    # blocks start as the identity (zero-init gamma of their last BN): at the first step the gradient
-    # reaches the stem, every block's last BN and the classifier
-    reached = [student.conv1.weight, student.fc.weight] + [m.bn2.weight for m in student.modules() if hasattr(m, "bn2")]
-    assert all(p.grad.abs().sum() > 0 for p in reached)
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in student.parameters())
     assert all(p.grad is None for p in teacher.parameters())
     for key, value in teacher.state_dict().items():  # BatchNorm running stats untouched
         assert torch.equal(value, buffers[key]), key
 
 
-@pytest.mark.parametrize("script,args,method", [
-    ("kd_st.py", ["--temperature", "2", "--alpha", "1.0"], "st"),  # pure KD, the label-smoothing study
-    ("kd_logit.py", ["--beta", "0.5"], "logit"),
+def test_regressed_features_are_the_pooled_penultimate_layer():
+    model = create_model("resnet8", 10).eval()
+    images = torch.randn(4, 3, 8, 8)
+    logits, features = Regressed(model, "features")(images)
+    by_hand = model.layer3(model.layer2(model.layer1(model.relu(model.bn1(model.conv1(images)))))).mean((2, 3))
+    assert features.shape == (4, 64) and torch.allclose(features, by_hand, atol=1e-6)
+    assert torch.allclose(logits, model(images), atol=1e-6)
+    logits, same = Regressed(model, "logits")(images)
+    assert same is logits and torch.allclose(logits, model(images))
+
+
+@pytest.mark.parametrize("script,args,method,weights", [
+    ("kd_st.py", ["--temperature", "2", "--ce-weight", "0", "--kd-weight", "1"], "st", (0, 1)),  # seed 000: pure KD
+    ("kd_st.py", ["--ce-weight", "1", "--kd-weight", "1"], "st", (1, 1)),  # seed 001: CE + T^2 KL
+    ("kd_logit.py", ["--ce-weight", "1", "--kd-weight", "0.5"], "logit", (1, 0.5)),
+    ("kd_logit.py", ["--target", "features"], "logit", (1, 1)),  # seed 001's "Logits": pooled features
 ])
-def test_end_to_end_on_digits(tmp_path, make_teacher, script, args, method):
+def test_end_to_end_on_digits(tmp_path, make_teacher, script, args, method, weights):
     teacher = make_teacher()
     result = run_script(script, "--teacher", teacher, "--model", "resnet8", *QUICK, *args, "--out-dir", tmp_path)
-    _, results, _ = assert_run_outputs(result, tmp_path, teacher, method)
+    _, results, metrics = assert_run_outputs(result, tmp_path, teacher, method)
     assert f"top1 {results['teacher_top1']:.2f}" in result.stdout  # logged before training
     assert {"losses/ce", "losses/kd", "losses/total"} <= tensorboard_tags(only_run(tmp_path)[0])
+    epoch = metrics[0]  # the total is the weighted sum of the logged terms, with the given weights
+    assert epoch["loss_kd"] > 0 and epoch["train_loss"] == pytest.approx(
+        weights[0] * epoch["loss_ce"] + weights[1] * epoch["loss_kd"], rel=1e-4)
+
+
+def test_features_of_another_width_are_one_clear_line(tmp_path, make_teacher):
+    result = run_script("kd_logit.py", "--teacher", make_teacher("resnet8x4"), "--model", "resnet8", "--target",
+                        "features", *QUICK, "--out-dir", tmp_path, check=False)
+    assert_user_error(result, "(64,) values", "(256,)")
+    assert run_dirs(tmp_path) == []
+
+
+@pytest.mark.parametrize("script,args,words", [
+    ("kd_st.py", ["--temperature", "0"], ["--temperature > 0", "got 0.0"]),
+    ("kd_st.py", ["--kd-weight", "-1"], ["--kd-weight >= 0"]),
+    ("kd_logit.py", ["--ce-weight", "-0.5"], ["--ce-weight, --kd-weight >= 0"]),
+])
+def test_bad_method_flags_are_one_clear_line(tmp_path, make_teacher, script, args, words):
+    result = run_script(script, "--teacher", make_teacher(), *QUICK, *args, "--out-dir", tmp_path, check=False)
+    assert_user_error(result, *words)
+    assert run_dirs(tmp_path) == []
 
 
 def test_kd_st_under_torchrun(tmp_path, make_teacher):

@@ -10,7 +10,7 @@ import torch
 from conftest import run_script
 from common.utils import Throughput, keep_freed_memory
 
-ROWS = ["train_teacher.py", "kd_logit.py", "kd_st.py", "kd_at.py", "kd_at.py --st-alpha 0.9", "kd_fsp.py",
+ROWS = ["train_teacher.py", "kd_logit.py", "kd_st.py", "kd_at.py", "kd_at.py --kd-weight 0.9", "kd_fsp.py",
         "kd_stagewise.py", "kd_stagewise.py --simultaneous"]
 
 

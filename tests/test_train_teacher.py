@@ -131,3 +131,35 @@ def test_corrupt_image_file_is_one_clear_line(tmp_path, image_folder, loader):
                         "--model", "resnet8", "--image-size", "32", "--batch-size", "25", "--workers", "1",
                         "--out-dir", tmp_path / "runs", check=False)
     assert_user_error(result, "corrupt.jpg")
+
+
+def test_init_from_copies_the_body_and_keeps_a_fresh_classifier(tmp_path, make_teacher):
+    """Seed 000 starts its CUB teachers from its own ImageNet teachers: --init-from with a new class count."""
+    from common import UserError
+    from common.models import create_model
+    from common.utils import init_from
+    source = torch.load(make_teacher("resnet8"), weights_only=False)["model"]  # 10 digits classes
+    model = create_model("resnet8", 7)
+    fresh = init_from(model, "resnet8", make_teacher("resnet8"))
+    assert fresh == ["fc.bias", "fc.weight"]
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, source[key]) != key.startswith("fc."), key
+    with pytest.raises(UserError, match="holds resnet8, not --model resnet14"):
+        init_from(create_model("resnet14", 7), "resnet14", make_teacher("resnet8"))
+    # the script wiring: with lr 0 the saved convolutions are the source's
+    run_script("train_teacher.py", "--model", "resnet8", "--dataset", "fake", "--num-classes", "7", "--image-size", "8",
+               "--init-from", make_teacher("resnet8"), "--lr", "0", "--epochs", "1", "--max-steps", "1",
+               "--batch-size", "32", "--out-dir", tmp_path)
+    saved = torch.load(only_run(tmp_path)[0] / "last.pt", weights_only=False)["model"]
+    assert torch.equal(saved["layer2.0.conv1.weight"], source["layer2.0.conv1.weight"])
+    assert saved["fc.weight"].shape == (7, 64)
+
+
+def test_zero_init_residual_is_a_flag_off_by_default():
+    from common import UserError
+    from common.models import create_model
+    plain, zeroed = create_model("resnet20", 10), create_model("resnet20", 10, zero_init_residual=True)
+    assert plain.layer1[0].bn2.weight.eq(1).all() and zeroed.layer1[0].bn2.weight.eq(0).all()
+    assert create_model("resnet18", 10, zero_init_residual=True).layer1[0].bn2.weight.eq(0).all()
+    with pytest.raises(UserError, match="ResNets only"):
+        create_model("wrn_16_2", 10, zero_init_residual=True)
