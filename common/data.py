@@ -7,8 +7,18 @@ training device, this rank's shard only, and has `set_epoch(epoch)` and `len()`.
   augmented a whole batch at a time with tensor ops (`TensorLoader`): no per-image Python.
 - Image-file data sets are (path, label) lists read by NVIDIA DALI (`DaliLoader`) or, with
   `--loader torch`, by a torchvision DataLoader (`TorchLoader`).
+
+`--augment` picks the training augmentation recipe (`AUGMENTATIONS`); each recipe is the same
+operations with the same ranges in every loader that supports it:
+- standard: random crop of zero-padded images + flip (in memory; digits: no flip), or
+  RandomResizedCrop + flip (files).
+- reflect (in memory): 4 px reflection padding, random crop, flip (seed 001, CIFAR).
+- cub (files): seed 000's CUB-200 recipe.
+- fastai (both): fastai v1 `get_transforms(do_flip=False)` (seed 004).
+`--eval-on heldout` evaluates on the training images that `--train-fraction` leaves out.
 """
 import csv
+import json
 import math
 import os
 import pickle
@@ -28,6 +38,8 @@ TENSOR_DATASETS = ("digits", "cifar10", "cifar100", "fake")
 FILE_DATASETS = ("imagenet", "imagenette", "imagewoof", "mini-imagenet", "cub200", "imagefolder")
 DATASETS = TENSOR_DATASETS + FILE_DATASETS
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
+AUGMENTATIONS = ("auto", "standard", "reflect", "cub", "fastai")
+EVAL_SETS = ("val", "heldout")
 
 
 class DataError(UserError):
@@ -46,6 +58,155 @@ def stratified_subset(labels, fraction, seed=0):
         idx = np.flatnonzero(labels == cls)
         keep.append(rng.choice(idx, max(1, round(len(idx) * fraction)), replace=False))
     return np.sort(np.concatenate(keep))
+
+
+def split_training_set(labels, fraction, eval_on):
+    """(training indices, held-out indices or None): the fixed stratified `fraction` of `labels`,
+    and for `--eval-on heldout` the rest of them, the images that training never sees."""
+    keep = stratified_subset(labels, fraction, seed=0)
+    if eval_on != "heldout":
+        return keep, None
+    if fraction >= 1.0:
+        raise DataError("--eval-on heldout needs --train-fraction below 1: it evaluates on the training images "
+                        "that the fraction leaves out")
+    return keep, np.setdiff1d(np.arange(len(labels)), keep)
+
+
+# ---------------------------------------------------------------- augmentation recipes
+def resolve_augment(recipe, name):
+    """The recipe that `--augment` names for data set `name`, if the loaders implement it there."""
+    if recipe == "auto":
+        recipe = "cub" if name == "cub200" else "standard"
+    if name == "digits":
+        allowed = ("standard", "fastai")  # reflect flips, and a mirrored digit is another digit
+    elif name in TENSOR_DATASETS:
+        allowed = ("standard", "reflect", "fastai")
+    else:
+        allowed = ("standard", "cub", "fastai")
+    if recipe not in allowed:
+        raise DataError(f"--augment {recipe} does not apply to {name}; choose auto or one of: {', '.join(allowed)}")
+    return recipe
+
+
+# fastai v1 get_transforms(do_flip=False), seed 004: written once for torch tensors and for DALI graph
+# nodes, so that both loaders draw the same distributions. `ops` is `torch` or `nvidia.dali.math`;
+# `uniform(low, high)` and `coin(p)` draw one value per image.
+def fastai_params(uniform, coin, ops):
+    """One image's draws; an op that its p=0.75 coin skips gets its identity value."""
+    warp_on, rotate_on, zoom_on, brightness_on, contrast_on = (coin(0.75) for _ in range(5))
+    change = uniform(0.4, 0.6)  # brightness(change): adds logit(change) to logit(pixel), so grey 0.5 -> change
+    return {
+        "warp": [uniform(-0.2, 0.2) * warp_on for _ in range(4)],  # symmetric_warp(magnitude=(-0.2, 0.2))
+        "angle": uniform(-10.0, 10.0) * (math.pi / 180) * rotate_on,
+        "zoom": 1 + (uniform(1.0, 1.1) - 1) * zoom_on,
+        "focus": (uniform(0.0, 1.0), uniform(0.0, 1.0)),  # rand_zoom's col_pct, row_pct
+        "shift": (ops.log(change) - ops.log(1 - change)) * brightness_on,
+        "contrast": ops.exp(uniform(math.log(0.8), math.log(1.25)) * contrast_on),  # log-uniform(0.8, 1.25)
+    }
+
+
+def fastai_homography(params, ops):
+    """Row-major 3x3 map (9 entries) from source to output coordinates in [-1, 1], x right, y down.
+
+    fastai samples the source at rotate(zoom(warp(p))) for output point p, where warp takes its
+    `targ_pts` to the square's corners; this is the inverse, warp^-1 zoom^-1 rotate^-1."""
+    m0, m1, m2, m3 = params["warp"]
+    # warp^-1 takes the corners (-1,-1), (1,-1), (1,1), (-1,1) to fastai's targ_pts: Heckbert's square-to-quad map
+    (x0, y0), (x1, y1), (x2, y2), (x3, y3) = (-1 - m3, -1 - m1), (1 + m3, -1 - m0), (1 + m2, 1 + m0), (-1 - m2, 1 + m1)
+    sx, sy = x0 - x1 + x2 - x3, y0 - y1 + y2 - y3
+    dx1, dx2, dy1, dy2 = x1 - x2, x3 - x2, y1 - y2, y3 - y2
+    den = dx1 * dy2 - dx2 * dy1
+    g, h = (sx * dy2 - dx2 * sy) / den, (dx1 * sy - sx * dy1) / den
+    a, b, d, e = x1 - x0 + g * x1, x3 - x0 + h * x3, y1 - y0 + g * y1, y3 - y0 + h * y3
+    # from [-1, 1] to Heckbert's unit square, u = (x + 1) / 2
+    warp = [(a / 2, b / 2, (a + b) / 2 + x0), (d / 2, e / 2, (d + e) / 2 + y0), (g / 2, h / 2, (g + h) / 2 + 1)]
+    # zoom^-1 rotate^-1 (affine): rotate back, then scale by k about fastai's focal point
+    k, (col, row) = params["zoom"], params["focus"]
+    cos, sin = ops.cos(params["angle"]), ops.sin(params["angle"])
+    l11, l12, l13 = k * cos, k * sin, (1 - k) * (2 * col - 1)
+    l21, l22, l23 = -k * sin, k * cos, (1 - k) * (2 * row - 1)
+    return [entry for q1, q2, q3 in warp
+            for entry in (q1 * l11 + q2 * l21, q1 * l12 + q2 * l22, q1 * l13 + q2 * l23 + q3)]
+
+
+def fastai_lighting(images, shift, contrast, ops):
+    """fastai's brightness then contrast act on logit(pixel), pixels in [0, 1]: sigmoid((logit + shift) * contrast)."""
+    images = ops.clamp(images, 1e-7, 1 - 1e-7)  # fastai's logit clamp
+    return 1 / (1 + ops.exp(-(ops.log(images) - ops.log(1 - images) + shift) * contrast))
+
+
+def torch_draws(n, generator=None, device=None):
+    """`uniform` and `coin` for `fastai_params`: n values each, from `generator` (None: torch's global RNG)."""
+    def uniform(low, high):
+        return low + (high - low) * torch.rand(n, generator=generator, device=device)
+
+    def coin(p):
+        return (torch.rand(n, generator=generator, device=device) < p).float()
+    return uniform, coin
+
+
+def fastai_augment(images, params):
+    """Warp, rotate and zoom as one bilinear resampling with reflection padding, then lighting,
+    on float NCHW images in [0, 1]; `params` from `fastai_params` with n values each."""
+    n, _, height, width = images.shape
+    to_output = torch.stack(fastai_homography(params, torch), -1).view(n, 3, 3)
+    to_source = torch.linalg.inv_ex(to_output).inverse  # inv_ex skips the singularity check: no host sync
+    ys, xs = torch.meshgrid((torch.arange(height, device=images.device) * 2 + 1) / height - 1,
+                            (torch.arange(width, device=images.device) * 2 + 1) / width - 1, indexing="ij")
+    source = torch.einsum("nij,hwj->nhwi", to_source, torch.stack([xs, ys, torch.ones_like(xs)], -1))
+    images = torch.nn.functional.grid_sample(images, source[..., :2] / source[..., 2:], mode="bilinear",
+                                             padding_mode="reflection", align_corners=False)
+    return fastai_lighting(images, params["shift"].view(-1, 1, 1, 1), params["contrast"].view(-1, 1, 1, 1), torch)
+
+
+class FastaiTransform:
+    """`fastai_augment` as a torchvision transform: one float CHW image, drawn from the worker's torch RNG."""
+
+    def __call__(self, image):
+        return fastai_augment(image[None], fastai_params(*torch_draws(1), torch))[0]
+
+
+def dali_fastai(images, size, params):
+    """`fastai_augment` in a DALI graph, on uint8 HWC `size` x `size` images; returns float 0..255."""
+    from nvidia.dali import fn
+    from nvidia.dali import math as dmath
+    half = size / 2  # [-1, 1] -> pixels from the top-left corner: P = D A D^-1, D = [[half, 0, half], [0, half, half]]
+    entries = fastai_homography(params, dmath)
+    rows = [(r0 / half, r1 / half, r2 - r0 - r1) for r0, r1, r2 in zip(entries[0::3], entries[1::3], entries[2::3])]
+    pixels = [half * (top + bottom) for row in rows[:2] for top, bottom in zip(row, rows[2])] + list(rows[2])
+    images = fn.experimental.warp_perspective(  # "reflect" repeats the edge pixel, as grid_sample's reflection does
+        images, matrix=fn.reshape(fn.stack(*pixels), shape=[3, 3]), inverse_map=False, size=[size, size],
+        border_mode="reflect", pixel_origin="corner")
+    return fastai_lighting(images * (1 / 255), params["shift"], params["contrast"], dmath) * 255
+
+
+def dali_draws():
+    """`uniform` and `coin` for `fastai_params` in a DALI graph."""
+    from nvidia.dali import fn
+
+    def uniform(low, high):
+        return fn.random.uniform(range=[low, high])
+
+    def coin(p):
+        return fn.random.coin_flip(probability=p)
+    return uniform, coin
+
+
+def dali_cub(images):
+    """Seed 000's RandomRotation(45) + RandomGrayscale(0.2) + ColorJitter(brightness=0.2, contrast=0.2)
+    in a DALI graph, after the random-resized crop; returns float 0..255."""
+    from nvidia.dali import fn, types
+    from nvidia.dali import math as dmath
+    # fill_value: black corners, as torchvision (DALI would otherwise repeat the border)
+    images = fn.rotate(images, angle=fn.random.uniform(range=[-45, 45]), keep_size=True, fill_value=0)
+    # saturation 0 leaves Y = 0.299 R + 0.587 G + 0.114 B in every channel, as PIL's grayscale
+    images = fn.saturation(images, saturation=1.0 - fn.random.coin_flip(probability=0.2))
+    images = fn.brightness(images, brightness=fn.random.uniform(range=[0.8, 1.2]))
+    # PIL's contrast pivots on the image's mean grey level, not on mid-grey as DALI's contrast does
+    channel_means = fn.reductions.mean(images, axis_names="HW", keep_dims=True)
+    grey = fn.reductions.sum(channel_means * types.Constant(np.array([0.299, 0.587, 0.114], np.float32)),
+                             axis_names="C", keep_dims=True)
+    return dmath.clamp(grey + (images - grey) * fn.random.uniform(range=[0.8, 1.2]), 0, 255)
 
 
 # ---------------------------------------------------------------- in-memory data sets (uint8 NHWC numpy)
@@ -119,7 +280,8 @@ def _class_folder_samples(root):
 
 
 def class_folder_split(data_dir):
-    """`train/<class>/*.jpg` and `val/<class>/*.jpg` (ImageNet, Imagenette, Imagewoof, any image folder)."""
+    """`train/<class>/*.jpg` and `val/<class>/*.jpg`: ImageNet, Imagenette and Imagewoof (version 1,
+    `imagenette/`, or 2, `imagenette2/`: the same layout), any image folder."""
     train, classes = _class_folder_samples(os.path.join(data_dir, "train"))
     val, val_classes = _class_folder_samples(os.path.join(data_dir, "val"))
     if val_classes != classes:
@@ -127,17 +289,48 @@ def class_folder_split(data_dir):
     return train, val, len(classes)
 
 
+def _csv_samples(path, image_dir):
+    """(image path, label) rows of a CSV file with `filename` and `label` columns; other columns,
+    such as the unnamed index that pandas' to_csv writes first, are ignored."""
+    try:
+        with open(path, newline="") as f:
+            reader = csv.DictReader(f)
+            if not {"filename", "label"} <= set(reader.fieldnames or ()):
+                raise DataError(f"{path} needs 'filename' and 'label' columns; its header is {reader.fieldnames}")
+            return [(os.path.join(image_dir, row["filename"]), row["label"]) for row in reader]
+    except (OSError, csv.Error) as err:
+        raise DataError(f"cannot read {path} ({err})") from None
+
+
 def mini_imagenet_split(data_dir):
-    """Class folders, or `images/` plus `train.csv` / `val.csv` with filename and label columns."""
+    """mini-ImageNet in the first of these layouts that `data_dir` holds:
+    - seed 003's 100-class split: `images/`, `new_train.csv` and `new_val.csv` (label = wnid), and
+      `classes_name.json` ({wnid: [class index, name]}) for the class indices;
+    - class folders `train/` and `val/`;
+    - `images/` with `train.csv` and `val.csv`, if val's classes are train's (not in the few-shot split)."""
+    images = os.path.join(data_dir, "images")
+    if os.path.isfile(os.path.join(data_dir, "new_train.csv")):
+        index_path = os.path.join(data_dir, "classes_name.json")
+        try:
+            with open(index_path) as f:
+                index = {wnid: int(entry[0]) for wnid, entry in json.load(f).items()}
+        except (OSError, ValueError, TypeError, IndexError, KeyError, AttributeError) as err:
+            raise DataError(f"cannot read class indices from {index_path} ({type(err).__name__}: {err}); "
+                            "it maps each wnid to [index, name]") from None
+
+        def read(name):
+            path = os.path.join(data_dir, name)
+            samples = _csv_samples(path, images)
+            unknown = sorted({label for _, label in samples} - set(index))
+            if unknown:
+                raise DataError(f"{index_path} has no class index for {', '.join(unknown[:3])} (used in {path})")
+            return [(p, index[label]) for p, label in samples]
+        return read("new_train.csv"), read("new_val.csv"), max(index.values()) + 1
     if os.path.isdir(os.path.join(data_dir, "train")):
         return class_folder_split(data_dir)
-    def read(split):
-        path = os.path.join(data_dir, f"{split}.csv")
-        if not os.path.isfile(path):
-            raise DataError(f"mini-imagenet: neither {data_dir}/train/ nor {path} exists")
-        with open(path, newline="") as f:
-            return [(os.path.join(data_dir, "images", row["filename"]), row["label"]) for row in csv.DictReader(f)]
-    train, val = read("train"), read("val")
+    if not os.path.isfile(os.path.join(data_dir, "train.csv")):
+        raise DataError(f"mini-imagenet: {data_dir} holds none of new_train.csv, train/ or train.csv")
+    train, val = (_csv_samples(os.path.join(data_dir, f"{split}.csv"), images) for split in ("train", "val"))
     classes = sorted({label for _, label in train})
     index = {cls: i for i, cls in enumerate(classes)}
     unknown = sorted({label for _, label in val} - set(index))
@@ -172,19 +365,23 @@ def file_dataset(name, data_dir):
 
 # ---------------------------------------------------------------- loaders
 class TensorLoader:
-    """A whole data set as uint8 NCHW on `device`; random crop (zero padding) and flip per batch.
+    """A whole data set as uint8 NCHW on `device`, augmented per batch with tensor ops: a random crop
+    of the image padded by `pad` pixels (zeros, or a reflection with `reflect`), a horizontal flip
+    with `flip`, fastai's warp/rotate/zoom/lighting with `fastai`.
 
     The order and the augmentation depend only on (seed, epoch), so a resumed run sees the
     same batches, and every rank draws the same permutation and takes its own slice of it.
     """
 
-    def __init__(self, images, labels, batch_size, device, mean, std, train, pad=0, flip=False,
-                 rank=0, world_size=1, seed=0):
+    def __init__(self, images, labels, batch_size, device, mean, std, train, pad=0, reflect=False, flip=False,
+                 fastai=False, rank=0, world_size=1, seed=0):
         self.images = torch.as_tensor(images).permute(0, 3, 1, 2).contiguous().to(device)
         self.labels = torch.as_tensor(labels, dtype=torch.int64).to(device)
         self.mean = torch.tensor(mean, device=device).view(1, -1, 1, 1) * 255
         self.std = torch.tensor(std, device=device).view(1, -1, 1, 1) * 255
-        self.batch_size, self.train, self.pad, self.flip = batch_size, train, pad, flip
+        self.batch_size, self.train, self.pad, self.reflect, self.flip, self.fastai = (
+            batch_size, train, pad, reflect, flip, fastai)
+        assert not reflect or pad < min(self.images.shape[2:]), "a reflection reaches at most size - 1 pixels"
         self.rank, self.world_size, self.seed, self.epoch = rank, world_size, seed, 0
         if train:  # every rank the same number of full batches, so DDP ranks step together
             self.num_batches = len(self.labels) // world_size // batch_size
@@ -201,18 +398,26 @@ class TensorLoader:
         return self.num_batches
 
     def _augment(self, images, generator):
-        n, _, h, w = images.shape
-        if self.pad:
-            padded = torch.nn.functional.pad(images, (self.pad,) * 4)
-            dy = torch.randint(0, 2 * self.pad + 1, (n, 1), generator=generator, device=images.device)
-            dx = torch.randint(0, 2 * self.pad + 1, (n, 1), generator=generator, device=images.device)
-            rows = (dy + torch.arange(h, device=images.device))[:, None, :, None]
-            cols = (dx + torch.arange(w, device=images.device))[:, None, None, :]
-            channels = torch.arange(images.shape[1], device=images.device)[None, :, None, None]
-            images = padded[torch.arange(n, device=images.device)[:, None, None, None], channels, rows, cols]
+        n, channels, height, width = images.shape
+        device = images.device
+        if self.pad:  # source pixels of a random window, up to `pad` outside the image, gathered in one go
+            def window(size):
+                shift = torch.randint(0, 2 * self.pad + 1, (n, 1), generator=generator, device=device)
+                return shift + torch.arange(size, device=device) - self.pad
+            rows, cols = window(height), window(width)
+            if self.reflect:  # torchvision's Pad(padding_mode="reflect"): -1 -> 1, size -> size - 2
+                source, rows, cols = images, _reflect(rows, height), _reflect(cols, width)
+            else:
+                source, rows, cols = torch.nn.functional.pad(images, (self.pad,) * 4), rows + self.pad, cols + self.pad
+            images = source[torch.arange(n, device=device)[:, None, None, None],
+                            torch.arange(channels, device=device)[None, :, None, None],
+                            rows[:, None, :, None], cols[:, None, None, :]]
         if self.flip:
-            flip = torch.rand(n, generator=generator, device=images.device) < 0.5
+            flip = torch.rand(n, generator=generator, device=device) < 0.5
             images = torch.where(flip[:, None, None, None], images.flip(3), images)
+        if self.fastai:
+            params = fastai_params(*torch_draws(n, generator, device), torch)
+            images = fastai_augment(images.float() / 255, params) * 255
         return images
 
     def indices(self):
@@ -232,6 +437,11 @@ class TensorLoader:
             if self.train:
                 images = self._augment(images, generator)
             yield (images.float() - self.mean) / self.std, self.labels[index]
+
+
+def _reflect(index, size):
+    """Mirror indices in [-(size - 1), 2 (size - 1)] into the image without repeating the edge."""
+    return (size - 1) - ((size - 1) - index.abs()).abs()
 
 
 def _read_rgb(path):
@@ -254,15 +464,21 @@ class FileListDataset(torch.utils.data.Dataset):
         return self.transform(_read_rgb(path)), label
 
 
-def torchvision_transform(train, image_size, val_resize, mean, std, fine_grained=False):
+def torchvision_transform(train, image_size, val_resize, mean, std, recipe="standard"):
+    """Train: the `recipe`'s augmentation (see `resolve_augment`); val: resize the shorter side, centre crop."""
     from torchvision import transforms as T
-    if train:
-        steps = [T.RandomResizedCrop(image_size), T.RandomHorizontalFlip()]
-        if fine_grained:  # seed 000's CUB-200 recipe
-            steps += [T.RandomRotation(15), T.RandomGrayscale(0.1), T.ColorJitter(0.4, 0.4, 0.4)]
-    else:
+    tensor_steps = []
+    if not train:
         steps = [T.Resize(val_resize), T.CenterCrop(image_size)]
-    return T.Compose(steps + [T.ToTensor(), T.Normalize(mean, std)])
+    elif recipe == "cub":  # seed 000's CUB-200 recipe, in its order
+        steps = [T.RandomResizedCrop(image_size, scale=(0.2, 1.0), ratio=(0.8, 1.25)), T.RandomHorizontalFlip(),
+                 T.RandomRotation(45, interpolation=T.InterpolationMode.BILINEAR), T.RandomGrayscale(0.2),
+                 T.ColorJitter(brightness=0.2, contrast=0.2)]
+    elif recipe == "fastai":  # fastai's rand_crop of the resized image, then its tensor transforms
+        steps, tensor_steps = [T.Resize(image_size), T.RandomCrop(image_size)], [FastaiTransform()]
+    else:
+        steps = [T.RandomResizedCrop(image_size), T.RandomHorizontalFlip()]
+    return T.Compose(steps + [T.ToTensor()] + tensor_steps + [T.Normalize(mean, std)])
 
 
 class TorchLoader:
@@ -299,37 +515,42 @@ class TorchLoader:
 
 
 class DaliLoader:
-    """NVIDIA DALI: `readers.file` sharded by rank, `decoders.image` on "mixed" (GPU) or "cpu",
-    random-resized crop and flip (train) or resize + centre crop (val), normalise to float CHW."""
+    """NVIDIA DALI: `readers.file` sharded by rank, `decoders.image` on "mixed" (GPU) or "cpu", the
+    `recipe`'s augmentation (train) or resize + centre crop (val), normalise to float CHW."""
 
     def __init__(self, samples, batch_size, device, train, image_size, val_resize, mean, std,
-                 workers, rank, world_size, seed, fine_grained=False):
+                 workers, rank, world_size, seed, recipe="standard"):
         from nvidia.dali import fn, pipeline_def, types
+        from nvidia.dali import math as dmath
         from nvidia.dali.plugin.pytorch import DALIGenericIterator, LastBatchPolicy
         on_gpu = device.type == "cuda"
-        if train:  # a fixed shuffle, the same on every rank, so that no shard is a run of a few classes
-            samples = [samples[i] for i in np.random.default_rng(0).permutation(len(samples))]
         self.files = [path for path, _ in samples]
         self.device = device
 
         @pipeline_def
         def pipeline():
+            # shuffle_after_epoch: a new permutation of the whole data set every epoch (the first one
+            # too), the same on every rank, each taking its shard of it; random_shuffle would only mix
+            # a 1,024-image buffer. Padding the shard keeps each epoch's samples inside that epoch.
             jpegs, labels = fn.readers.file(
-                files=self.files, labels=[label for _, label in samples], random_shuffle=train,
-                shard_id=rank, num_shards=world_size, pad_last_batch=not train, name="Reader")
+                files=self.files, labels=[label for _, label in samples], shuffle_after_epoch=train,
+                shuffle_after_epoch_seed=seed, shard_id=rank, num_shards=world_size, pad_last_batch=True,
+                name="Reader")
             images = fn.decoders.image(jpegs, device="mixed" if on_gpu else "cpu", output_type=types.RGB)
             mirror = False
-            if train:
-                images = fn.random_resized_crop(images, size=[image_size, image_size])
-                mirror = fn.random.coin_flip(probability=0.5)
-                if fine_grained:
-                    images = fn.rotate(images, angle=fn.random.uniform(range=(-15, 15)), keep_size=True)
-                    images = fn.color_twist(
-                        images, brightness=fn.random.uniform(range=(0.6, 1.4)),
-                        contrast=fn.random.uniform(range=(0.6, 1.4)),
-                        saturation=fn.random.uniform(range=(0.6, 1.4)) * fn.random.coin_flip(probability=0.9))
-            else:
+            if not train:
                 images = fn.resize(images, resize_shorter=val_resize)
+            elif recipe == "fastai":
+                images = fn.crop(fn.resize(images, resize_shorter=image_size), crop=[image_size, image_size],
+                                 crop_pos_x=fn.random.uniform(range=[0, 1]), crop_pos_y=fn.random.uniform(range=[0, 1]))
+                images = dali_fastai(images, image_size, fastai_params(*dali_draws(), dmath))
+            else:
+                area, ratio = ((0.2, 1.0), (0.8, 1.25)) if recipe == "cub" else ((0.08, 1.0), (3 / 4, 4 / 3))
+                images = fn.random_resized_crop(images, size=[image_size, image_size], random_area=area,
+                                                random_aspect_ratio=ratio)
+                mirror = fn.random.coin_flip(probability=0.5)  # flipping last = second: rotations are symmetric
+                if recipe == "cub":
+                    images = dali_cub(images)
             images = fn.crop_mirror_normalize(
                 images, dtype=types.FLOAT, output_layout="CHW", crop=(image_size, image_size),
                 mean=[m * 255 for m in mean], std=[s * 255 for s in std], mirror=mirror)
@@ -343,7 +564,7 @@ class DaliLoader:
             last_batch_policy=LastBatchPolicy.DROP if train else LastBatchPolicy.PARTIAL)
 
     def set_epoch(self, epoch):
-        pass  # DALI reshuffles on its own each epoch
+        pass  # DALI reshuffles on its own each epoch, from the same seed on every rank
 
     def __len__(self):
         return len(self.iterator)
@@ -379,11 +600,17 @@ def dali_available():
 
 # ---------------------------------------------------------------- entry point
 def build_loaders(args, device, rank=0, world_size=1):
-    """Returns (train_loader, val_loader, num_classes, image_shape) for `args.dataset`."""
+    """Returns (train_loader, val_loader, num_classes, image_shape) for `args.dataset`, augmented as
+    `args.augment` says; under `args.eval_on == "heldout"` the val loader reads the training images
+    that `args.train_fraction` leaves out, with the val transform."""
     per_rank = args.batch_size // world_size
     name = args.dataset
     if name not in DATASETS:
         raise DataError(f"unknown data set '{name}'; choose one of: {', '.join(DATASETS)}")
+    eval_on = getattr(args, "eval_on", "val")
+    if eval_on not in EVAL_SETS:
+        raise DataError(f"unknown --eval-on '{eval_on}'; choose one of: {', '.join(EVAL_SETS)}")
+    recipe = resolve_augment(getattr(args, "augment", "auto"), name)
     if name in TENSOR_DATASETS:
         if args.loader not in ("auto", "tensor"):
             raise DataError(f"{name} is held in memory: use --loader tensor (or auto), not {args.loader}")
@@ -400,16 +627,25 @@ def build_loaders(args, device, rank=0, world_size=1):
             mean, std = CIFAR_STATS[name]
         else:  # of the whole train split, so a teacher trained on all of it sees the same inputs
             mean, std = (x_train.mean((0, 1, 2)) / 255).tolist(), (x_train.std((0, 1, 2)) / 255).tolist()
-        keep = stratified_subset(y_train, args.train_fraction, seed=0)
+        keep, heldout = split_training_set(y_train, args.train_fraction, eval_on)
+        if heldout is not None:
+            x_val, y_val = x_train[heldout], y_train[heldout]
         x_train, y_train = x_train[keep], y_train[keep]
+        augment = {"standard": dict(pad=pad, flip=flip), "reflect": dict(pad=4, reflect=True, flip=True),
+                   "fastai": dict(fastai=True)}[recipe]
+        if recipe == "reflect" and min(x_train.shape[1:3]) <= 4:
+            raise DataError(f"--augment reflect pads 4 pixels by reflection: it needs images larger than 4x4, "
+                            f"not {x_train.shape[1]}x{x_train.shape[2]}")
         common = dict(batch_size=per_rank, device=device, mean=mean, std=std, rank=rank, world_size=world_size,
                       seed=args.seed)
-        train = TensorLoader(x_train, y_train, train=True, pad=pad, flip=flip, **common)
+        train = TensorLoader(x_train, y_train, train=True, **augment, **common)
         val = TensorLoader(x_val, y_val, train=False, **common)
         return train, val, num_classes, (3,) + tuple(x_train.shape[1:3])
 
     train_samples, val_samples, num_classes = file_dataset(name, args.data_dir)
-    keep = stratified_subset([label for _, label in train_samples], args.train_fraction, seed=0)
+    keep, heldout = split_training_set([label for _, label in train_samples], args.train_fraction, eval_on)
+    if heldout is not None:
+        val_samples = [train_samples[i] for i in heldout]
     train_samples = [train_samples[i] for i in keep]
     loader = args.loader
     if loader == "auto":
@@ -418,17 +654,16 @@ def build_loaders(args, device, rank=0, world_size=1):
         raise DataError(f"{name} is read from image files: use --loader dali or torch")
     if loader == "dali" and not dali_available():
         raise DataError("--loader dali needs NVIDIA DALI: pip install nvidia-dali-cuda120 (or use --loader torch)")
-    fine_grained = name == "cub200"
     if loader == "dali":
         common = dict(batch_size=per_rank, device=device, image_size=args.image_size, val_resize=args.val_resize,
                       mean=IMAGENET_MEAN, std=IMAGENET_STD, workers=args.workers, rank=rank,
-                      world_size=world_size, seed=args.seed, fine_grained=fine_grained)
+                      world_size=world_size, seed=args.seed, recipe=recipe)
         train, val = DaliLoader(train_samples, train=True, **common), DaliLoader(val_samples, train=False, **common)
     else:
         common = dict(batch_size=per_rank, device=device, workers=args.workers, rank=rank, world_size=world_size,
                       seed=args.seed)
         train = TorchLoader(train_samples, train=True, transform=torchvision_transform(
-            True, args.image_size, args.val_resize, IMAGENET_MEAN, IMAGENET_STD, fine_grained), **common)
+            True, args.image_size, args.val_resize, IMAGENET_MEAN, IMAGENET_STD, recipe), **common)
         val = TorchLoader(val_samples, train=False, transform=torchvision_transform(
             False, args.image_size, args.val_resize, IMAGENET_MEAN, IMAGENET_STD), **common)
     if len(train) == 0:
