@@ -45,13 +45,15 @@ def _three_stages(block, widths, blocks):
 
 
 class CifarResNet(nn.Module):
-    """3x3 stem, no max-pool, three stages of (depth - 2) / 6 basic blocks each."""
+    """3x3 stem, no max-pool, three stages of (depth - 2) / 6 basic blocks each. Seed 001's code
+    (hankyul2/KnowledgeDistillation src/resnet_32.py) has a 7x7 stem at stride 1 and padding 1, so
+    32x32 images give 28/14/7 maps, and keeps PyTorch's default fc bias: `stem_kernel=7, zero_fc_bias=False`."""
 
-    def __init__(self, depth, widths, num_classes):
+    def __init__(self, depth, widths, num_classes, zero_init_residual=False, stem_kernel=3, zero_fc_bias=True):
         super().__init__()
         assert (depth - 2) % 6 == 0, depth
         blocks = (depth - 2) // 6
-        self.conv1 = nn.Conv2d(3, widths[0], 3, 1, 1, bias=False)
+        self.conv1 = nn.Conv2d(3, widths[0], stem_kernel, 1, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(widths[0])
         self.relu = nn.ReLU(inplace=True)
         self.layer1, self.layer2, self.layer3 = _three_stages(CifarBasicBlock, widths, blocks)
@@ -62,10 +64,10 @@ class CifarResNet(nn.Module):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
             elif isinstance(m, nn.Linear):
                 nn.init.xavier_uniform_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, CifarBasicBlock):
-                # each block starts as the identity (Goyal et al. 2017): without this, deep nets
-                # (resnet56/110) grow rare huge activations that destabilise training and FSP
+                if zero_fc_bias:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, CifarBasicBlock) and zero_init_residual:
+                # each block starts as the identity (Goyal et al. 2017); seed 001 and RepDistiller do not
                 nn.init.zeros_(m.bn2.weight)
 
     def forward(self, x):
@@ -115,23 +117,120 @@ class WideResNet(nn.Module):
         return self.fc(torch.flatten(self.avgpool(x), 1))
 
 
+# ---------------------------------------------------------------- the stage-wise study (seed 004, IvLabs)
+class AdaptiveConcatPool2d(nn.Module):
+    """fastai's: max pool and average pool to 1x1, concatenated (max first)."""
+
+    def forward(self, x):
+        return torch.cat([F.adaptive_max_pool2d(x, 1), F.adaptive_avg_pool2d(x, 1)], 1)
+
+
+def seed004_resnet(layers, num_classes, teacher_head=False, **kwargs):
+    """torchvision's BasicBlock ResNet with the fastai-style heads of seed 004: the students'
+    (models/custom_resnet.py) ConcatPool -> Linear(1024, 256) -> ReLU -> Linear(256, C), default Linear
+    init; the teacher's (fastai cnn_learner's create_head) ConcatPool -> BN1d -> Dropout(0.25) ->
+    Linear(1024, 512) -> ReLU -> BN1d -> Dropout(0.5) -> Linear(512, C), kaiming-normal Linear weights and
+    zero biases. The stem ReLU, before the max-pool, is the first feature map (`relu`)."""
+    model = ResNet(BasicBlock, layers, num_classes=num_classes, **kwargs)
+    model.avgpool = AdaptiveConcatPool2d()  # torchvision's forward: avgpool -> flatten -> fc
+    if not teacher_head:
+        model.fc = nn.Sequential(nn.Linear(1024, 256), nn.ReLU(inplace=True), nn.Linear(256, num_classes))
+        return model
+    model.fc = nn.Sequential(nn.BatchNorm1d(1024), nn.Dropout(0.25), nn.Linear(1024, 512), nn.ReLU(inplace=True),
+                             nn.BatchNorm1d(512), nn.Dropout(0.5), nn.Linear(512, num_classes))
+    for m in model.fc:
+        if isinstance(m, nn.Linear):
+            nn.init.kaiming_normal_(m.weight)
+            nn.init.zeros_(m.bias)
+    return model
+
+
+def conv_layer(ni, nf, kernel=3, stride=1):
+    """fastai v1's conv_layer: conv (no bias, kaiming-normal fan-in) -> ReLU -> BatchNorm (after the ReLU)."""
+    conv = nn.Conv2d(ni, nf, kernel, stride, (kernel - 1) // 2, bias=False)
+    nn.init.kaiming_normal_(conv.weight)
+    return nn.Sequential(conv, nn.ReLU(inplace=True), nn.BatchNorm2d(nf))
+
+
+class ConvResBlock(nn.Module):
+    """The archived code's ResBlock: x + conv_layer(x), one conv_layer (not fastai's two-layer res_block)."""
+
+    def __init__(self, nf):
+        super().__init__()
+        self.conv1 = conv_layer(nf, nf)
+
+    def forward(self, x):
+        return x + self.conv1(x)
+
+
+class Seed004ConvNet(nn.Module):
+    """The archived "medium", "small" and "smallest" students (496c508 code/models/*_model.py): a
+    stride-2 7x7 conv_layer stem, max-pool, then per stage a conv_layer (stride 1 for the first of
+    `residual` nets, 2 otherwise) followed by a ConvResBlock when `residual`, and ConcatPool ->
+    Linear -> Linear with no activation between the two Linears, as in the code."""
+
+    def __init__(self, widths, residual, hidden, num_classes):
+        super().__init__()
+        self.stem = conv_layer(3, 64, 7, 2)
+        self.maxpool = nn.MaxPool2d(3, 2, 1)
+        ins = [64] + list(widths[:-1])
+        for index, (ni, nf) in enumerate(zip(ins, widths), start=1):
+            first = conv_layer(ni, nf, stride=1 if residual and index == 1 else 2)
+            self.add_module(f"layer{index}", nn.Sequential(first, ConvResBlock(nf)) if residual else first)
+        self.num_stages = len(widths)
+        self.pool = AdaptiveConcatPool2d()
+        self.fc = nn.Sequential(nn.Linear(2 * widths[-1], hidden), nn.Linear(hidden, num_classes))
+
+    def forward(self, x):
+        x = self.maxpool(self.stem(x))
+        for index in range(1, self.num_stages + 1):
+            x = getattr(self, f"layer{index}")(x)
+        return self.fc(torch.flatten(self.pool(x), 1))
+
+
+class Seed004PlainNet(nn.Module):
+    """The archived "5fm" student (496c508 archive/models/5fm.py): five 3x3 convs (with bias, default
+    init), each followed by a 2x2 max-pool, no BatchNorm and no activation, then Linear(512 * 7 * 7,
+    512) -> Linear(512, C). The seed feeds 224x224 images; the adaptive pool to 7x7, the identity
+    there, lets other sizes through."""
+
+    def __init__(self, num_classes):
+        super().__init__()
+        widths = [3, 64, 64, 128, 256, 512]
+        names = ["stem", "layer1", "layer2", "layer3", "layer4"]
+        for name, ni, nf in zip(names, widths[:-1], widths[1:]):
+            self.add_module(name, nn.Sequential(nn.Conv2d(ni, nf, 3, 1, 1), nn.MaxPool2d(2, 2)))
+        self.pool = nn.AdaptiveAvgPool2d(7)
+        self.fc = nn.Sequential(nn.Linear(512 * 7 * 7, 512), nn.Linear(512, num_classes))
+
+    def forward(self, x):
+        x = self.layer4(self.layer3(self.layer2(self.layer1(self.stem(x)))))
+        return self.fc(torch.flatten(self.pool(x), 1))
+
+
 # ---------------------------------------------------------------- registry
-def _cifar_resnet(depth, widths=(16, 16, 32, 64)):
-    return lambda num_classes: CifarResNet(depth, widths, num_classes)
+def _cifar_resnet(depth, widths=(16, 16, 32, 64), **kwargs):
+    return lambda num_classes, zero_init_residual=False: CifarResNet(depth, widths, num_classes, zero_init_residual,
+                                                                     **kwargs)
+
+
+def _imagenet_state_dict(fn_name, weights):
+    try:
+        return weights.get_state_dict(progress=False)
+    except Exception as err:  # torch.hub raises URLError/OSError/RuntimeError depending on where it fails
+        raise UserError(
+            f"could not load torchvision's ImageNet weights for {fn_name} ({type(err).__name__}: {err}); "
+            "they are downloaded on first use: run once with network access, or put the file in "
+            f"{torch.hub.get_dir()}/checkpoints") from None
 
 
 def _torchvision(fn_name, weights):
-    def build(num_classes, pretrained=False):
+    def build(num_classes, pretrained=False, **kwargs):
         fn = getattr(torchvision.models, fn_name)
         if not pretrained:
-            return fn(weights=None, num_classes=num_classes)
-        try:
-            model = fn(weights=weights)
-        except Exception as err:  # torch.hub raises URLError/OSError/RuntimeError depending on where it fails
-            raise UserError(
-                f"could not load torchvision's ImageNet weights for {fn_name} ({type(err).__name__}: {err}); "
-                "they are downloaded on first use: run once with network access, or put the file in "
-                f"{torch.hub.get_dir()}/checkpoints") from None
+            return fn(weights=None, num_classes=num_classes, **kwargs)
+        model = fn(weights=None)
+        model.load_state_dict(_imagenet_state_dict(fn_name, weights))
         if num_classes != 1000:  # keep the pretrained body, new classifier (CUB-200 transfer)
             _replace_classifier(model, num_classes)
         return model
@@ -146,12 +245,25 @@ def _replace_classifier(model, num_classes):
         model.classifier[-1] = nn.Linear(last.in_features, num_classes)
 
 
-def _small_resnet(layers):
-    """BasicBlock ResNets of the stage-wise study (seed 004), from torchvision's ResNet class."""
+def _seed004(layers, teacher_head=False, imagenet=None):
+    """`imagenet`: (torchvision name, weights) whose body `pretrained` loads; the head stays fresh."""
+    def build(num_classes, pretrained=False, **kwargs):
+        if pretrained and imagenet is None:
+            raise UserError("no ImageNet weights exist for this stage-wise study model; train it from scratch")
+        model = seed004_resnet(layers, num_classes, teacher_head, **kwargs)
+        if pretrained:
+            body = {k: v for k, v in _imagenet_state_dict(*imagenet).items() if not k.startswith("fc.")}
+            missing = model.load_state_dict(body, strict=False).missing_keys
+            assert all(key.startswith("fc.") for key in missing), missing
+        return model
+    return build
+
+
+def _seed004_convnet(*net_args):
     def build(num_classes, pretrained=False):
         if pretrained:
             raise UserError("no ImageNet weights exist for this stage-wise study model; train it from scratch")
-        return ResNet(BasicBlock, layers, num_classes=num_classes)
+        return Seed004ConvNet(*net_args, num_classes) if net_args else Seed004PlainNet(num_classes)
     return build
 
 
@@ -159,14 +271,15 @@ CIFAR_MODELS = {
     **{f"resnet{d}": _cifar_resnet(d) for d in (8, 14, 20, 32, 44, 56, 110)},
     "resnet8x4": _cifar_resnet(8, (32, 64, 128, 256)),
     "resnet32x4": _cifar_resnet(32, (32, 64, 128, 256)),
+    # seed 001's networks as its code builds them (7x7 stem at stride 1, padding 1; default fc bias)
+    "resnet20_7x7": _cifar_resnet(20, stem_kernel=7, zero_fc_bias=False),
+    "resnet110_7x7": _cifar_resnet(110, stem_kernel=7, zero_fc_bias=False),
     "wrn_16_2": lambda num_classes: WideResNet(16, 2, num_classes),
     "wrn_40_2": lambda num_classes: WideResNet(40, 2, num_classes),
 }
 W = torchvision.models
 IMAGENET_MODELS = {
-    "resnet10": _small_resnet([1, 1, 1, 1]),
     "resnet18": _torchvision("resnet18", W.ResNet18_Weights.IMAGENET1K_V1),
-    "resnet26": _small_resnet([3, 3, 3, 3]),
     "resnet34": _torchvision("resnet34", W.ResNet34_Weights.IMAGENET1K_V1),
     "resnet50": _torchvision("resnet50", W.ResNet50_Weights.IMAGENET1K_V1),
     "mobilenet_v2": _torchvision("mobilenet_v2", W.MobileNet_V2_Weights.IMAGENET1K_V1),
@@ -175,12 +288,24 @@ IMAGENET_MODELS = {
     "shufflenet_v2_x1_0": _torchvision("shufflenet_v2_x1_0", W.ShuffleNet_V2_X1_0_Weights.IMAGENET1K_V1),
     "shufflenet_v2_x1_5": _torchvision("shufflenet_v2_x1_5", W.ShuffleNet_V2_X1_5_Weights.IMAGENET1K_V1),
     "shufflenet_v2_x2_0": _torchvision("shufflenet_v2_x2_0", W.ShuffleNet_V2_X2_0_Weights.IMAGENET1K_V1),
+    # seed 004 ("sw", the stage-wise study): its students with their MLP head, its fastai ResNet-34 teacher
+    "sw_resnet10": _seed004([1, 1, 1, 1]),
+    "sw_resnet14": _seed004([1, 1, 2, 2]),
+    "sw_resnet18": _seed004([2, 2, 2, 2], imagenet=("resnet18", W.ResNet18_Weights.IMAGENET1K_V1)),
+    "sw_resnet20": _seed004([2, 2, 3, 2]),
+    "sw_resnet26": _seed004([3, 3, 3, 3]),
+    "sw_resnet34": _seed004([3, 4, 6, 3], imagenet=("resnet34", W.ResNet34_Weights.IMAGENET1K_V1)),
+    "fastai_resnet34": _seed004([3, 4, 6, 3], teacher_head=True, imagenet=("resnet34", W.ResNet34_Weights.IMAGENET1K_V1)),
+    # the archived students (496c508): 64-64-128-256-512, 64-64-128-256 with residuals, 64-128-256-512 without,
+    # and five plain convs 64-64-128-256-512
+    "sw_medium": _seed004_convnet((64, 128, 256, 512), True, 256),
+    "sw_small": _seed004_convnet((64, 128, 256), True, 128),
+    "sw_smallest": _seed004_convnet((128, 256, 512), False, 256),
+    "sw_plain5": _seed004_convnet(),
 }
-# The stage-wise study's ResNet-14 and ResNet-20 share their names with CIFAR networks of
-# seed 001, which keep the plain names; the block counts match seed 004's parameter table.
-IMAGENET_MODELS["resnet14_imagenet"] = _small_resnet([1, 1, 2, 2])
-IMAGENET_MODELS["resnet20_imagenet"] = _small_resnet([2, 2, 3, 2])
 MODEL_NAMES = sorted(CIFAR_MODELS) + sorted(IMAGENET_MODELS)
+# ResNets whose last BatchNorm of each block can start at zero (--zero-init-residual)
+ZERO_INIT_MODELS = [name for name in MODEL_NAMES if name.startswith(("resnet", "sw_resnet", "fastai_resnet"))]
 
 # Graph nodes whose outputs are the stem output and each stage's output, in order.
 _RESNET_NODES = ["maxpool", "layer1", "layer2", "layer3", "layer4"]
@@ -189,19 +314,33 @@ STAGE_NODES = {
     "wrn_16_2": ["conv1", "block1", "block2", "block3"],
     "wrn_40_2": ["conv1", "block1", "block2", "block3"],
     **{name: _RESNET_NODES for name in IMAGENET_MODELS if name.startswith("resnet")},
+    # seed 004 taps the stem after its ReLU (its BatchNorm for the conv_layer nets), before the max-pool
+    **{name: ["relu", *_RESNET_NODES[1:]] for name in IMAGENET_MODELS if name.startswith(("sw_resnet", "fastai"))},
+    "sw_medium": ["stem", "layer1", "layer2", "layer3", "layer4"],
+    "sw_plain5": ["stem", "layer1", "layer2", "layer3", "layer4"],  # each after its max-pool, as the seed taps them
+    "sw_small": ["stem", "layer1", "layer2", "layer3"],
+    "sw_smallest": ["stem", "layer1", "layer2", "layer3"],  # 28x28, 14x14, 7x7 at 224: the teacher's layer2..4
     "mobilenet_v2": ["features.1", "features.3", "features.6", "features.13", "features.17"],
     "efficientnet_b0": ["features.1", "features.2", "features.3", "features.5", "features.7"],
     **{name: ["maxpool", "stage2", "stage3", "stage4"] for name in IMAGENET_MODELS if name.startswith("shufflenet")},
 }
 
 
-def create_model(name, num_classes, pretrained=False):
+def create_model(name, num_classes, pretrained=False, zero_init_residual=False):
+    """`zero_init_residual`: the last BatchNorm of each residual block starts at zero, so each block
+    starts as the identity (Goyal et al. 2017). Off by default: seed 001, RepDistiller and torchvision
+    do not; it applies to ResNets (not WRNs, whose pre-activation blocks end in a convolution)."""
+    if zero_init_residual and name not in ZERO_INIT_MODELS:
+        raise UserError(f"--zero-init-residual applies to ResNets only, not {name}")
+    kwargs = {"zero_init_residual": True} if zero_init_residual else {}
     if name in CIFAR_MODELS:
         if pretrained:
             raise UserError(f"{name} is a CIFAR network: there are no ImageNet weights for it")
-        return CIFAR_MODELS[name](num_classes)
+        return CIFAR_MODELS[name](num_classes, **kwargs)
     if name in IMAGENET_MODELS:
-        return IMAGENET_MODELS[name](num_classes, pretrained)
+        if zero_init_residual and pretrained:
+            raise UserError("--zero-init-residual is an initialisation: it cannot go with --pretrained weights")
+        return IMAGENET_MODELS[name](num_classes, pretrained, **kwargs)
     raise UserError(f"unknown model '{name}'; choose one of: {', '.join(MODEL_NAMES)}")
 
 

@@ -12,8 +12,8 @@ For each script (a row of the table):
                 already on the device, in a tight loop: the teacher's inference-mode forward,
                 then the student's forward, cross-entropy, backward and optimizer step.
                 kd_stagewise.py's row times its first phase, so its bare compute is that phase's:
-                teacher and student up to stage 1, the MSE between them, backward through the
-                student's stem and stage 1, and Adam over those.
+                teacher and student up to their stems, the MSE between them, backward through the
+                student's stem, and Adam over it (phase 1 regresses the stem, as in seed 004).
   (c) student   the student's own training step (forward, CE, backward, step), no teacher.
                 train_teacher.py's bare compute is (c).
 The ratio (a)/(b) says how much of the physical limit the script reaches; (c)/(b), the "KD
@@ -51,7 +51,7 @@ from common.models import STAGE_NODES, create_model, stage_modules, stage_shapes
 from common.utils import autocast_context, grad_scaler, keep_freed_memory  # noqa: E402
 
 # script -> (extra arguments, optimizer it trains with by default, its bare step: the student alone,
-# teacher + student, or teacher and student up to stage 1 (the stage-wise phase the run stays in))
+# teacher + student, or teacher and student up to their stems (the stage-wise phase the run stays in))
 SCRIPTS = {
     "train_teacher.py": ([], "sgd", "student"),
     "kd_logit.py": ([], "sgd", "kd"),
@@ -59,7 +59,7 @@ SCRIPTS = {
     "kd_at.py": ([], "sgd", "kd"),
     "kd_at.py --kd-weight 0.9": (["--kd-weight", "0.9"], "sgd", "kd"),
     "kd_fsp.py": ([], "sgd", "kd"),
-    "kd_stagewise.py": ([], "adam", "stage1"),
+    "kd_stagewise.py": ([], "adam", "phase1"),
     "kd_stagewise.py --simultaneous": (["--simultaneous", "--epochs", "1000"], "adam", "kd"),
 }
 
@@ -146,13 +146,13 @@ def bare_rate(args, device, image_shape, num_classes, optimizer_name, bare_step,
     teacher = create_model(args.teacher, num_classes).to(device, memory_format=memory_format).eval() \
         if bare_step != "student" else None
     params = list(student.parameters())
-    if bare_step == "stage1":  # stem and stage 1, and a 1x1 adapter where the widths differ
-        student_node, teacher_node = STAGE_NODES[args.model][1], STAGE_NODES[args.teacher][1]
-        width, teacher_width = (stage_shapes(model, name, image_shape)[1][0]
+    if bare_step == "phase1":  # the stem against the teacher's, and a 1x1 adapter where the widths differ
+        student_node, teacher_node = STAGE_NODES[args.model][0], STAGE_NODES[args.teacher][0]
+        width, teacher_width = (stage_shapes(model, name, image_shape)[0][0]
                                 for model, name in ((student, args.model), (teacher, args.teacher)))
         adapter = (torch.nn.Conv2d(width, teacher_width, 1, bias=False) if width != teacher_width
                    else torch.nn.Identity()).to(device, memory_format=memory_format)
-        params = [p for modules in stage_modules(student, args.model)[:2] for module in modules
+        params = [p for modules in stage_modules(student, args.model)[:1] for module in modules
                   for p in module.parameters(recurse=False)] + list(adapter.parameters())
         body = create_feature_extractor(student, [student_node])
         student = lambda images: adapter(body(images)[student_node])  # noqa: E731
@@ -166,7 +166,7 @@ def bare_rate(args, device, image_shape, num_classes, optimizer_name, bare_step,
     labels = torch.randint(0, num_classes, (args.batch_size,), device=device)
 
     def step():
-        if bare_step == "stage1":  # no_grad, not inference_mode: the MSE saves its target for backward
+        if bare_step == "phase1":  # no_grad, not inference_mode: the MSE saves its target for backward
             with torch.no_grad(), autocast:
                 target = teacher(images)[teacher_node]
             with autocast:

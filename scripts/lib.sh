@@ -9,7 +9,8 @@
 #   DRY_RUN=1  print the command of every row of the table, run nothing
 #   SMOKE=1    run each distinct command shape (script + method flags) once, for 2 steps on CPU, on
 #              digits (CIFAR-sized rows) or fake 32x32 images (ImageNet-sized rows), in a fresh
-#              temporary OUT_DIR; missing and torchvision-pretrained teachers become 2-step teachers
+#              temporary OUT_DIR; a checkpoint of another row that is missing (a teacher, an
+#              --init-from or --resume run) and a torchvision-pretrained teacher become 2-step runs
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"  # the scripts import common/ from the repository root; a relative OUT_DIR is relative to it
@@ -32,25 +33,26 @@ default_nproc() {  # one process per visible GPU, at least one
   echo $(( n > 0 ? n : 1 ))
 }
 
-# ---------------------------------------------------------------- teachers
-# The checkpoint of a teacher run is found by name: <OUT_DIR>/<exp>__<dataset>__<model>__seed<N>__<time>/best.pt
-# (the newest such run). teacher_ckpt gives the pattern; launch resolves it when the row runs, and
-# DRY_RUN prints it unresolved.
-teacher_ckpt() {  # EXP DATASET MODEL SEED
+# ---------------------------------------------------------------- checkpoints of other rows
+# A row that needs another run's checkpoint (a teacher, a network to start from, a run to evaluate)
+# finds it by name: <dir>/<exp>__<dataset>__<model>__seed<N>__<time>/best.pt, the newest such run.
+# run_ckpt gives the pattern; launch resolves it when the row runs (after --teacher, --init-from and
+# --resume), and DRY_RUN prints it unresolved.
+run_ckpt() {  # EXP DATASET MODEL SEED [DIR, default OUT_DIR]
   local dataset=$2
   [[ $SMOKE == 1 ]] && dataset=$(smoke_dataset "$dataset")
-  echo "$OUT_DIR/${1}__${dataset}__${3}__seed${4}__*/best.pt"
+  echo "${5:-$OUT_DIR}/${1}__${dataset}__${3}__seed${4}__*/best.pt"
 }
 
-resolve_teacher() {  # PATTERN -> path of the newest match
+resolve_ckpt() {  # PATTERN FLAG -> path of the newest match
   local matches
   matches=$(compgen -G "$1" || true)
   if [[ -z $matches && $SMOKE == 1 ]]; then
-    smoke_teacher "$1" >&2  # stdout is the path
+    smoke_checkpoint "$1" >&2  # stdout is the path
     matches=$(compgen -G "$1" || true)
   fi
   if [[ -z $matches ]]; then
-    echo "error: no teacher checkpoint matches $1; train the teacher first (same OUT_DIR)" >&2
+    echo "error: no checkpoint for $2 matches $1; run the row that trains it first (same OUT_DIR)" >&2
     return 1
   fi
   ls -t $matches | head -n 1
@@ -73,11 +75,12 @@ smoke_common_args() {
   echo "--batch-size $SMOKE_BATCH --train-fraction $SMOKE_FRACTION --device cpu --log-interval 1"
 }
 
-smoke_teacher() {  # PATTERN: train, for 2 steps, the teacher run the pattern names
+smoke_checkpoint() {  # PATTERN: train, for 2 steps, the run the pattern names (in the pattern's directory)
   local exp dataset model seed
   IFS=' ' read -r exp dataset model seed <<< "$(basename "$(dirname "$1")" | awk -F'__' '{print $1, $2, $3, $4}')"
   run_cmd train_teacher.py --dataset "$dataset" $(smoke_data_args "$dataset") --model "$model" \
-    --seed "${seed#seed}" --exp-name "$exp" --out-dir "$OUT_DIR" --epochs 1 --max-steps 2 $(smoke_common_args)
+    --seed "${seed#seed}" --exp-name "$exp" --out-dir "$(dirname "$(dirname "$1")")" --epochs 1 --max-steps 2 \
+    $(smoke_common_args)
 }
 
 smoke_rewrite() {  # SCRIPT ARGS... -> SMOKE_ARGS: the row on small data, 1 epoch per phase, CPU
@@ -97,9 +100,13 @@ smoke_rewrite() {  # SCRIPT ARGS... -> SMOKE_ARGS: the row on small data, 1 epoc
       --dataset) SMOKE_ARGS+=(--dataset "$small" $(smoke_data_args "$small")); shift 2 ;;
       --data-dir|--loader|--workers|--batch-size|--train-fraction|--image-size|--num-classes|--val-resize) shift 2 ;;
       --pretrained|--download|--teacher-pretrained) shift ;;  # no downloads offline
-      --teacher-model) SMOKE_ARGS+=(--teacher "$(teacher_ckpt smoke_pretrained "$dataset" "$2" 0)"); shift 2 ;;
+      --teacher-model) SMOKE_ARGS+=(--teacher "$(run_ckpt smoke_pretrained "$dataset" "$2" 0)"); shift 2 ;;
       --epochs) SMOKE_ARGS+=(--epochs 1); has_epochs=1; shift 2 ;;
       --fsp-epochs|--stage-epochs|--classifier-epochs) SMOKE_ARGS+=("$1" 1); shift 2 ;;
+      # recipes for data a smoke run replaces (cub: image files; reflect flips, and a mirrored digit is
+      # another digit) fall back to standard; tests/test_data.py covers them on their own data
+      --augment) SMOKE_ARGS+=(--augment "$([[ $2 == cub || ($small == digits && $2 == reflect) ]] && echo standard || echo "$2")")
+        shift 2 ;;
       *) SMOKE_ARGS+=("$1"); shift ;;
     esac
   done
@@ -112,20 +119,24 @@ smoke_rewrite() {  # SCRIPT ARGS... -> SMOKE_ARGS: the row on small data, 1 epoc
 }
 
 # Flags every script shares (train_teacher.py's): the code behind them is common/, which every
-# smoke run exercises, so rows that differ only in these flags (or in values) share a shape. Each
-# row's flags are checked against the scripts' parsers by tests/test_launchers.py.
+# smoke run exercises, so rows that differ only in these flags (or in values) share a shape. The
+# values of MODE_FLAGS choose a code path, so each value is a shape of its own. --evaluate is not
+# listed: an evaluation row is a shape of its own. Each row's flags are checked against the scripts'
+# parsers by tests/test_launchers.py.
 COMMON_FLAGS=" --dataset --data-dir --download --train-fraction --image-size --val-resize --num-classes --loader
-  --workers --model --pretrained --epochs --batch-size --optimizer --lr --momentum --nesterov --weight-decay
-  --label-smoothing --lr-schedule --milestones --lr-step --gamma --warmup-epochs --amp --channels-last --compile
-  --device --seed --exp-name --out-dir --max-steps --log-interval --resume --evaluate"
+  --workers --augment --eval-on --model --pretrained --init-from --zero-init-residual --no-zero-init-residual
+  --epochs --batch-size --optimizer --lr --momentum --nesterov --weight-decay --label-smoothing --lr-schedule
+  --milestones --lr-step --gamma --warmup-epochs --amp --channels-last --compile --device --seed --exp-name
+  --out-dir --max-steps --log-interval --resume"
 COMMON_FLAGS=" $(echo $COMMON_FLAGS) "  # one space between flags
+MODE_FLAGS=" --augment --eval-on --fsp-mode --at-mode --target --frozen-bn --phase-start "
 
 shape_of() {  # SCRIPT ARGS...: the script, its method flags and the values of the mode flags
   local key=$1 prev="" arg
   shift
   for arg in "$@"; do
-    if [[ $arg == --* && $COMMON_FLAGS != *" $arg "* ]]; then key+=$'\n'"$arg"
-    elif [[ $prev == --fsp-mode || $prev == --at-mode ]]; then key+="=$arg"
+    if [[ $MODE_FLAGS == *" $prev "* ]]; then key+=$'\n'"$prev=$arg"
+    elif [[ $arg == --* && $COMMON_FLAGS != *" $arg "* && $MODE_FLAGS != *" $arg "* ]]; then key+=$'\n'"$arg"
     fi
     prev=$arg
   done
@@ -139,7 +150,7 @@ run_cmd() {  # SCRIPT ARGS...: print the command, then run it under torchrun
   "${cmd[@]}"
 }
 
-launch() {  # SCRIPT ARGS...: one row of a table (a teacher pattern follows --teacher)
+launch() {  # SCRIPT ARGS...: one row of a table (a run_ckpt pattern may follow --teacher, --init-from, --resume)
   local script=$1
   shift
   if [[ $DRY_RUN == 1 ]]; then
@@ -157,9 +168,9 @@ launch() {  # SCRIPT ARGS...: one row of a table (a teacher pattern follows --te
     echo "$shape" >> "$OUT_DIR/.smoke_shapes"
   fi
   local i
-  for i in "${!args[@]}"; do
-    if [[ ${args[i]} == --teacher ]]; then
-      args[i+1]=$(resolve_teacher "${args[i+1]}")
+  for i in "${!args[@]}"; do  # checkpoints of other rows, found when this row starts
+    if [[ ${args[i]} == --teacher || ${args[i]} == --init-from || (${args[i]} == --resume && ${args[i+1]} != auto) ]]; then
+      args[i+1]=$(resolve_ckpt "${args[i+1]}" "${args[i]}")
     fi
   done
   run_cmd "$script" "${args[@]}"

@@ -41,9 +41,10 @@ for fraction in 1.0 0.25; do
   run "at_st_$fraction" "$PYTHON" kd_at.py --teacher "$teacher" --at-weight 50 --kd-weight 0.9 --exp-name kd_at_st \
     "${student[@]}" --epochs "$EPOCHS"
   run "fsp_$fraction" "$PYTHON" kd_fsp.py --teacher "$teacher" "${student[@]}" --epochs "$EPOCHS"
-  # stage-wise: 3 stages + classifier; a quarter of the data gives 5 steps an epoch, so longer phases
-  phases=(--stage-epochs 8 --classifier-epochs 6)
-  [[ $fraction == 0.25 ]] && phases=(--stage-epochs 16 --classifier-epochs 16)
+  # stage-wise: 4 feature maps (stem + 3 stages) + classifier, 30 epochs as the others; a quarter of
+  # the data gives 5 steps an epoch, so longer phases
+  phases=(--stage-epochs 6 --classifier-epochs 6)
+  [[ $fraction == 0.25 ]] && phases=(--stage-epochs 12 --classifier-epochs 16)
   run "stagewise_$fraction" "$PYTHON" kd_stagewise.py --teacher "$teacher" "${phases[@]}" "${student[@]}"
 done
 

@@ -5,13 +5,16 @@
 
 Reads every results.json under RUNS_DIR (with the args.json and metrics.jsonl beside it). Runs that
 differ only in seed, output paths or experiment name form one group; a group is keyed by data set,
-student, teacher, method and every other argument (temperature, alpha, beta, label smoothing, train
-fraction, LR schedule, ...). The "setting" column shows the arguments that vary between the groups of
+student, teacher, method and every other argument (temperature, loss weights, label smoothing, train
+fraction, LR schedule, ...), the teacher's label smoothing, the experiment an --init-from run came
+from and the version of Imagenette/Imagewoof (from the name of --data-dir: imagenette/ is 1,
+imagenette2/ is 2). The "setting" column shows the arguments that vary between the groups of
 one data set and method. For each group: last-epoch and best-epoch top-1 and top-5 (mean ± sample
 std over seeds), the number of seeds, the mean wall time, and the change of top-1 against the
 no-teacher baseline (method "baseline", train_teacher.py) of the same student, data set and train
 fraction; where several baselines qualify, the one whose arguments differ least, marked † when its
-recipe differs. --reference adds the published top-1 beside ours (REFERENCES below).
+recipe differs. --reference adds the published top-1 beside ours (REFERENCES below), with the epoch
+it reports (best or last) and ours at that same epoch.
 Plots: validation top-1 per epoch, one PNG per (data set, student, train fraction), one line per group.
 """
 import argparse
@@ -31,46 +34,66 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 # Arguments that never make two runs different experiments: seed, names, paths, logging, hardware.
-IGNORED_ARGS = {"seed", "exp_name", "out_dir", "data_dir", "teacher", "resume", "evaluate", "log_interval",
+# Paths (data_dir, teacher, init_from) are replaced by what they say about the experiment: the data
+# set's version, the teacher's label smoothing, the experiment the initial weights come from.
+IGNORED_ARGS = {"seed", "exp_name", "out_dir", "data_dir", "teacher", "init_from", "resume", "evaluate", "log_interval",
                 "workers", "device", "download", "compile", "channels_last", "loader", "dataset", "model",
                 "teacher_model"}
 METHOD_ORDER = ["baseline", "logit", "st", "at", "at_st", "fsp", "simultaneous", "stagewise"]
 
 
 # ---------------------------------------------------------------- published numbers (top-1, %)
+# Which epoch a published number is: "best" (the best epoch on the evaluation set, as a checkpoint
+# selected on it), "last" (the end of training) or None (the source does not say). Ours is compared
+# on the same footing: our best-epoch top-1 with "best", our last-epoch top-1 with "last".
+EPOCH_LABELS = {"best": "best epoch", "last": "last epoch", None: "not stated"}
+
+
 def _references():
-    """(match, top1, source): `match` holds dataset, student, teacher (None: no teacher), method and
-    optionally argument values (epochs, temperature, ...) and teacher_label_smoothing."""
+    """(match, top1, source, epoch): `match` holds dataset, student, teacher (None: no teacher), method
+    and optionally argument values (epochs, temperature, kd_weight, ...), teacher_label_smoothing and
+    data_version; `epoch` is a key of EPOCH_LABELS."""
     refs = []
-    def add(top1, source, **match):
+    def add(top1, source, epoch, **match):
         if match["method"] == "baseline":  # published baselines use no label smoothing unless said otherwise
             match.setdefault("label_smoothing", 0.0)
-        refs.append((match, top1, source))
-    # seed 001: best epoch, mean of 3 runs (* in the seed: 2 runs)
-    seed001 = {"baseline": (92.0, 92.5, 67.6, 71.6), "logit": (92.5, 94.2, 69.2, 71.8),
-               "st": (92.8, 93.9, 69.9, 74.1), "at": (91.9, 93.3, 68.4, 72.6),
-               "at_st": (92.6, 93.7, 68.7, 73.7), "fsp": (92.0, 92.7, 68.0, 72.8)}
-    for method, values in seed001.items():
-        for (dataset, model), top1 in zip([(d, m) for d in ("cifar10", "cifar100") for m in ("resnet20", "resnet110")], values):
-            add(top1, "seed 001 (best epoch, 3 runs)", dataset=dataset, student=model, method=method, epochs=200,
-                teacher=None if method == "baseline" else model)
+        refs.append((match, top1, source, epoch))
+    # seed 001: best epoch on the test set (9,984 of its images), mean of 3 runs (of 2 for ST 110 -> 110
+    # and AT+ST 110 -> 110 on CIFAR-10). The code's loss forms (docs/reproducing.md): CE at weight 1.
+    seed001 = {"baseline": ((92.0, 92.5, 67.6, 71.6), {}),
+               "logit": ((92.5, 94.2, 69.2, 71.8), dict(target="features", ce_weight=1.0, kd_weight=1.0)),
+               "st": ((92.8, 93.9, 69.9, 74.1), dict(ce_weight=1.0, kd_weight=1.0, temperature=4.0)),
+               "at": ((91.9, 93.3, 68.4, 72.6), dict(ce_weight=1.0, at_weight=1000.0, at_mode="code", kd_weight=0.0)),
+               "at_st": ((92.6, 93.7, 68.7, 73.7), dict(ce_weight=1.0, at_weight=1000.0, at_mode="code", kd_weight=0.9,
+                                                        temperature=4.0)),
+               "fsp": ((92.0, 92.7, 68.0, 72.8), dict(fsp_mode="joint", ce_weight=1.0, fsp_weight=1 / 9))}
+    cells = [(d, m) for d in ("cifar10", "cifar100") for m in ("resnet20_7x7", "resnet110_7x7")]
+    for method, (values, weights) in seed001.items():
+        for (dataset, model), top1 in zip(cells, values):
+            add(top1, "seed 001 (mean of 3 runs)", "best", dataset=dataset, student=model, method=method, epochs=200,
+                teacher=None if method == "baseline" else model, **weights)
     # RepDistiller (CRD, ICLR 2020): last epoch, mean of runs; 240-epoch recipe
     for teacher, student, t_top1, s_top1, kd, at, fsp in [
             ("resnet32x4", "resnet8x4", 79.42, 72.50, 73.33, 73.44, 72.62), ("wrn_40_2", "wrn_16_2", 75.61, 73.26, 74.92, 74.08, 72.91),
             ("resnet56", "resnet20", 72.34, 69.06, 70.66, 70.55, 69.95), ("resnet110", "resnet32", 74.31, 71.14, 73.08, 72.31, 71.89)]:
-        source, common = "RepDistiller (last epoch)", dict(dataset="cifar100", epochs=240)
-        add(t_top1, source, student=teacher, teacher=None, method="baseline", **common)
-        add(s_top1, source, student=student, teacher=None, method="baseline", **common)
-        for method, top1 in (("st", kd), ("at", at), ("fsp", fsp)):
-            add(top1, source, student=student, teacher=teacher, method=method, **common)
+        source, common = "RepDistiller", dict(dataset="cifar100", epochs=240)
+        add(t_top1, source, "last", student=teacher, teacher=None, method="baseline", **common)
+        add(s_top1, source, "last", student=student, teacher=None, method="baseline", **common)
+        add(kd, source, "last", student=student, teacher=teacher, method="st", ce_weight=0.1, kd_weight=0.9,
+            temperature=4.0, **common)
+        add(at, source, "last", student=student, teacher=teacher, method="at", at_weight=1000.0, **common)
+        add(fsp, source, "last", student=student, teacher=teacher, method="fsp", fsp_mode="two-stage", **common)
     for method, top1 in (("baseline", 68.92), ("logit", 69.78), ("st", 70.06), ("at", 69.28), ("fsp", 69.78)):
-        add(top1, "KD-Zoo", dataset="cifar100", student="resnet20", teacher=None if method == "baseline" else "resnet110",
-            method=method)
+        add(top1, "KD-Zoo", None, dataset="cifar100", student="resnet20",
+            teacher=None if method == "baseline" else "resnet110", method=method)
     # ImageNet ResNet-34 -> ResNet-18, 100 epochs
-    add(69.76, "torchvision weights", dataset="imagenet", student="resnet18", teacher=None, method="baseline", epochs=100)
-    add("71.03 / 71.37", "mdistiller / torchdistill", dataset="imagenet", student="resnet18", teacher="resnet34", method="st")
-    add("70.70 / 70.90", "AT paper / torchdistill", dataset="imagenet", student="resnet18", teacher="resnet34", method="at")
-    # seed 000: (label smoothing of the teacher 0.0, 0.1); students trained by pure KD (alpha 1)
+    add(69.76, "torchvision weights", None, dataset="imagenet", student="resnet18", teacher=None, method="baseline",
+        epochs=100)
+    add("71.03 / 71.37", "mdistiller / torchdistill", "best", dataset="imagenet", student="resnet18", teacher="resnet34",
+        method="st", ce_weight=0.5, kd_weight=0.5, temperature=1.0, epochs=100)
+    add("70.70 / 70.90", "AT paper / torchdistill", None, dataset="imagenet", student="resnet18",
+        teacher="resnet34", method="at", at_weight=1000.0, epochs=100)
+    # seed 000: best epoch; (label smoothing of the teacher 0.0, 0.1); students trained by pure KD
     seed000 = {("imagenet", "resnet18"): {1: (71.488, 71.666), 2: (71.360, 68.860), 3: (69.674, 67.752), 64: (66.194, 64.362)},
                ("imagenet", "resnet50"): {1: (76.328, 76.896), 2: (76.180, 76.110), 3: (75.488, 75.790), 64: (74.278, 74.566)},
                ("cub200", "resnet18"): {1: (80.169, 80.946), 2: (80.808, 80.428), 3: (80.785, 78.196), 64: (73.611, 67.161)},
@@ -79,25 +102,30 @@ def _references():
     for (dataset, student), grid in seed000.items():
         for temperature, values in grid.items():
             for smoothing, top1 in zip((0.0, 0.1), values):
-                add(top1, "seed 000", dataset=dataset, student=student, teacher="resnet50", method="st",
-                    temperature=temperature, teacher_label_smoothing=smoothing)
+                add(top1, "seed 000", "best", dataset=dataset, student=student, teacher="resnet50", method="st",
+                    temperature=temperature, teacher_label_smoothing=smoothing, ce_weight=0.0, kd_weight=1.0, epochs=200)
     for dataset, values in (("imagenet", (76.132, 76.200)), ("cub200", (81.584, 82.068))):
         for smoothing, top1 in zip((0.0, 0.1), values):
-            add(top1, "seed 000", dataset=dataset, student="resnet50", teacher=None, method="baseline",
+            add(top1, "seed 000", "best", dataset=dataset, student="resnet50", teacher=None, method="baseline",
                 label_smoothing=smoothing, epochs=90)
-    # seed 003, mini-ImageNet (100 epochs; cosine with 1 warm-up epoch unless said otherwise)
+    # seed 003, mini-ImageNet (100 epochs; cosine with 1 warm-up epoch unless said otherwise): best epoch
+    # (the only number its code records); the step row has no code (README only)
     for schedule, warmup, top1 in (("step", 0, 76.71), ("cosine", 0, 77.72), ("cosine", 1, 78.84), ("cosine", 3, 77.76)):
-        add(top1, "seed 003", dataset="mini-imagenet", student="shufflenet_v2_x1_0", teacher=None, method="baseline",
+        add(top1, "seed 003 (README only: no step-LR code)" if schedule == "step" else "seed 003", "best",
+            dataset="mini-imagenet", student="shufflenet_v2_x1_0", teacher=None, method="baseline",
             lr_schedule=schedule, warmup_epochs=warmup)
     for student, top1 in (("shufflenet_v2_x1_5", 79.1), ("shufflenet_v2_x2_0", 80.83), ("resnet18", 79.11),
                           ("resnet34", 81.0), ("resnet50", 81.79)):
-        add(top1, "seed 003", dataset="mini-imagenet", student=student, teacher=None, method="baseline")
-    for temperature, alpha, top1 in ((1, 0.9, 79.64), (3, 0.9, 81.10), (5, 0.9, 80.65), (10, 0.9, 80.875),
-                                     (3, 0.7, 81.27), (3, 0.6, 81.28), (3, 0.5, 80.78)):
-        add(top1, "seed 003", dataset="mini-imagenet", student="shufflenet_v2_x1_0", teacher="shufflenet_v2_x2_0",
-            method="st", temperature=temperature, alpha=alpha)
-    add(82.45, "seed 003", dataset="mini-imagenet", student="resnet18", teacher="resnet50", method="st", temperature=3, alpha=0.6)
-    # seed 004, ResNet-34 teacher: (no teacher, simultaneous, stage-wise) on all data, (no teacher, stage-wise) on 1/4
+        add(top1, "seed 003", "best", dataset="mini-imagenet", student=student, teacher=None, method="baseline")
+    for teacher, student, temperature, alpha, top1 in (
+            ("shufflenet_v2_x2_0", "shufflenet_v2_x1_0", 1, 0.9, 79.64), ("shufflenet_v2_x2_0", "shufflenet_v2_x1_0", 3, 0.9, 81.10),
+            ("shufflenet_v2_x2_0", "shufflenet_v2_x1_0", 5, 0.9, 80.65), ("shufflenet_v2_x2_0", "shufflenet_v2_x1_0", 10, 0.9, 80.875),
+            ("shufflenet_v2_x2_0", "shufflenet_v2_x1_0", 3, 0.7, 81.27), ("shufflenet_v2_x2_0", "shufflenet_v2_x1_0", 3, 0.6, 81.28),
+            ("shufflenet_v2_x2_0", "shufflenet_v2_x1_0", 3, 0.5, 80.78), ("resnet50", "resnet18", 3, 0.6, 82.45)):
+        add(top1, "seed 003", "best", dataset="mini-imagenet", student=student, teacher=teacher, method="st",
+            temperature=temperature, kd_weight=alpha, ce_weight=1 - alpha)  # alpha * T^2 * soft + (1 - alpha) * CE
+    # seed 004, ResNet-34 teacher, Imagenette/Imagewoof version 1: best epoch on the validation set.
+    # (no teacher, simultaneous, stage-wise) on all data, (no teacher, stage-wise) on 1/4
     seed004 = {"imagenette": (99.2, [(91.8, 92.2, 97.4, 84.8, 95.4), (91.2, 93.2, 98.8, 85, 95), (91.4, 92.4, 98.8, 85.4, 95.6),
                                      (91.6, 92.4, 98.8, 85, 95.8), (90.6, 91.8, 99, 83.2, 96)]),
                "imagewoof": (91.4, [(80.2, 79.8, 90.6, 63.2, 85.8), (78.6, 79.6, 92.8, 61.6, 89), (79.2, 81, 92.4, 60.2, 89),
@@ -105,14 +133,32 @@ def _references():
                "cifar10": (87.51, [(77.88, 77.32, 84.75, 66.35, 81.59), (77.5, 75.98, 84.97, 64.89, 82.55),
                                    (77.35, 76.47, 85.99, 64.66, 83.28), (78.08, 76.79, 86.46, 65.19, 83.24),
                                    (78.3, 76.94, 86.62, 64.09, 83.64)])}
-    students = ("resnet10", "resnet14_imagenet", "resnet18", "resnet20_imagenet", "resnet26")
+    students = ("sw_resnet10", "sw_resnet14", "sw_resnet18", "sw_resnet20", "sw_resnet26")
+    stagewise = dict(frozen_bn="train", phase_start="best")
     for dataset, (teacher_top1, rows) in seed004.items():
-        add(teacher_top1, "seed 004", dataset=dataset, student="resnet34", teacher=None, method="baseline")
+        version = {} if dataset == "cifar10" else {"data_version": 1}
+        add(teacher_top1, "seed 004", "best", dataset=dataset, student="fastai_resnet34", teacher=None, method="baseline",
+            **version)
         for student, values in zip(students, rows):
             cells = [("baseline", 1.0), ("simultaneous", 1.0), ("stagewise", 1.0), ("baseline", 0.25), ("stagewise", 0.25)]
             for (method, fraction), top1 in zip(cells, values):
-                add(top1, "seed 004", dataset=dataset, student=student, teacher=None if method == "baseline" else "resnet34",
-                    method=method, train_fraction=fraction)
+                add(top1, "seed 004", "best", dataset=dataset, student=student,
+                    teacher=None if method == "baseline" else "fastai_resnet34", method=method, train_fraction=fraction,
+                    **version, **(stagewise if method == "stagewise" else {}))
+    # seed 004's archived tables (Imagenette v1; their teacher scored 93.6 %): best epoch on the
+    # validation set, the mean of 5 runs where the table has 5, else the single run
+    archived = [("sw_medium", "baseline", 1.0, None, 89.68), ("sw_medium", "stagewise", 1.0, None, 93.92),
+                ("sw_medium", "stagewise", 0.25, None, 91.8), ("sw_medium", "baseline", 0.25, None, 82.4),
+                ("sw_small", "baseline", 1.0, None, 90.92), ("sw_small", "stagewise", 1.0, None, 91.28),
+                ("sw_smallest", "stagewise", 1.0, None, 88.4),
+                ("sw_plain5", "baseline", 1.0, None, 86.72), ("sw_plain5", "simultaneous", 1.0, 5, 87.24),
+                ("sw_medium", "simultaneous", 1.0, 5, 90.32), ("sw_medium", "simultaneous", 1.0, 4, 89.12),
+                ("sw_medium", "simultaneous", 1.0, 3, 89.64),
+                ("sw_small", "simultaneous", 1.0, 4, 90.56), ("sw_small", "simultaneous", 1.0, 3, 90.64)]
+    for student, method, fraction, maps, top1 in archived:
+        extra = {"feature_maps": maps} if maps else stagewise if method == "stagewise" else {}
+        add(top1, "seed 004 archived", "best", dataset="imagenette", data_version=1, student=student,
+            teacher=None if method == "baseline" else "fastai_resnet34", method=method, train_fraction=fraction, **extra)
     return refs
 
 
@@ -120,17 +166,17 @@ REFERENCES = _references()
 
 
 def reference_for(group):
-    """The most specific published number whose fields all match the group, or None."""
+    """(top1, source, epoch) of the most specific published number whose fields all match the group, or None."""
     fields = {**group["args"], "dataset": group["dataset"], "student": group["student"],
               "teacher": group["teacher"], "method": group["method"]}
-    matches = [(len(match), top1, source) for match, top1, source in REFERENCES
+    matches = [(len(match), top1, source, epoch) for match, top1, source, epoch in REFERENCES
                if all(_same(fields.get(key, "<absent>"), value) for key, value in match.items())]
     return max(matches, key=lambda m: m[0])[1:] if matches else None
 
 
 def _same(ours, theirs):
     if isinstance(theirs, (int, float)) and isinstance(ours, (int, float)) and not isinstance(ours, bool):
-        return math.isclose(ours, theirs)
+        return math.isclose(ours, theirs, rel_tol=1e-6)
     return ours == theirs
 
 
@@ -158,11 +204,27 @@ def load_runs(runs_dir):
                 setting["teacher_label_smoothing"] = teacher_args.get("label_smoothing", 0.0)
             else:  # teacher run not found: its experiment name still separates different teachers
                 setting["teacher_exp"] = teacher_run.name.split("__")[0]
+        elif args.get("teacher_model") and args.get("teacher_pretrained"):
+            setting["teacher_label_smoothing"] = 0.0  # torchvision's ImageNet weights (V1) were trained without it
+        if args.get("init_from"):  # the experiment of the run whose weights this one started from
+            setting["init_from"] = Path(args["init_from"]).parent.name.split("__")[0]
+        version = _data_version(args.get("dataset"), args.get("data_dir"))
+        if version is not None:
+            setting["data_version"] = version
         runs.append({"dataset": results.get("dataset", args.get("dataset")), "student": results.get("model", args.get("model")),
                      "teacher": results.get("teacher"), "method": results.get("method", "baseline"),
                      "args": setting, "seed": args.get("seed"), "finished": results_path.stat().st_mtime,
                      "results": results, "metrics": metrics, "dir": run_dir})
     return runs
+
+
+def _data_version(dataset, data_dir):
+    """Imagenette and Imagewoof come in version 1 (imagenette/, the seeds' numbers) and version 2
+    (imagenette2/, other splits): the version is in the name of the data directory."""
+    if dataset not in ("imagenette", "imagewoof") or not data_dir:
+        return None
+    match = re.fullmatch(rf"{dataset}(2)?(-\d+)?", Path(data_dir).name)
+    return None if match is None else 2 if match.group(1) else 1
 
 
 def group_runs(runs):
@@ -273,16 +335,29 @@ def compact_markdown(groups):
     return "\n".join(lines) + "\n"
 
 
-def _reference_text(group):
+REFERENCE_FIELDS = ["reference_top1", "reference_epoch", "reference_ours", "reference_gap", "reference_source"]
+
+
+def reference_cells(group):
+    """The published top-1, which epoch it is, ours at that epoch (mean over seeds), ours minus theirs
+    and the source; empty strings without a published number. Where the source does not say which
+    epoch it reports, neither ours nor the gap is given: both of ours are in the table."""
     ref = reference_for(group)
-    return ("", "") if ref is None else (str(ref[0]), ref[1])
+    if ref is None:
+        return dict.fromkeys(REFERENCE_FIELDS, "")
+    top1, source, epoch = ref
+    ours = {"best": group["top1_best"], "last": group["top1_last"]}.get(epoch, math.nan)
+    gap = ours - top1 if isinstance(top1, (int, float)) else math.nan
+    return {"reference_top1": str(top1), "reference_epoch": EPOCH_LABELS[epoch],
+            "reference_ours": "" if math.isnan(ours) else f"{ours:.2f}",
+            "reference_gap": "" if math.isnan(gap) else f"{gap:+.2f}", "reference_source": source}
 
 
 def markdown(groups, with_reference):
     header = ["data set", "student", "teacher", "method", "setting", "seeds", "top-1 last", "top-1 best",
               "top-5 last", "top-5 best", "Δ top-1 last", "Δ top-1 best", "wall time"]
     if with_reference:
-        header += ["published top-1", "source"]
+        header += ["published top-1", "published epoch", "ours, same epoch", "ours - published", "source"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for g in groups:
         dagger = bool(g["baseline_differs"])
@@ -291,11 +366,15 @@ def markdown(groups, with_reference):
                  _pm(g["top5_last"], g["top5_last_std"]), _pm(g["top5_best"], g["top5_best_std"]),
                  _delta(g["delta_last"], dagger), _delta(g["delta_best"], dagger), _duration(g["wall_time_s"])]
         if with_reference:
-            cells += list(_reference_text(g))
+            cells += [v or "–" for v in reference_cells(g).values()]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "Top-1/top-5 in %, mean ± sample std over seeds; 'last' is the last epoch, 'best' the best "
               "epoch (top-5 at the epoch of best top-1). Δ: against the no-teacher baseline of the same student, "
               "data set and train fraction; † that baseline's recipe differs (see baseline_differs in report.csv)."]
+    if with_reference:
+        lines += ["", "Published top-1: the epoch it reports (best or last, as its source selects it) decides which "
+                  "of ours it is compared with ('ours, same epoch': our best-epoch top-1 against a best-epoch number, "
+                  "our last-epoch top-1 against a last-epoch number; none where the source does not say)."]
     return "\n".join(lines) + "\n"
 
 
@@ -304,14 +383,14 @@ def write_csv(groups, path, with_reference):
              [f"{name}{suffix}" for name in ("top1_last", "top1_best", "top5_last", "top5_best") for suffix in ("", "_std")] + \
              ["delta_last", "delta_best", "baseline_differs", "wall_time_s"]
     if with_reference:
-        fields += ["reference_top1", "reference_source"]
+        fields += REFERENCE_FIELDS
     with open(path, "w", newline="") as f:
         writer = csv.DictWriter(f, fields, extrasaction="ignore")
         writer.writeheader()
         for g in groups:
             row = {**g, "teacher": g["teacher"] or ""}
             if with_reference:
-                row["reference_top1"], row["reference_source"] = _reference_text(g)
+                row.update(reference_cells(g))
             writer.writerow({k: "" if isinstance(v, float) and math.isnan(v) else v for k, v in row.items()})
 
 

@@ -1,6 +1,9 @@
-"""kd_stagewise.py: the stage loss by hand, the stem/stage/head partition, the phase schedule and
-what each phase trains (in-process, and across real runs resumed at every phase boundary, one of
-them under torchrun), FitNets adapters, shape errors, and end-to-end runs on digits."""
+"""kd_stagewise.py: the feature and simultaneous losses by hand, the pairing of maps, the stem/stage/head
+partition, the phase schedule and what each phase trains (in-process, with frozen BatchNorm in eval or
+train mode, and across real runs resumed at every phase boundary, one of them under torchrun), each
+phase starting from the previous phase's best validation MSE, FitNets adapters, --feature-maps, shape
+errors, end-to-end runs on digits and seed 004's networks on fake data."""
+import copy
 import json
 import shutil
 from types import SimpleNamespace
@@ -8,16 +11,17 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+import kd_stagewise
 from conftest import assert_run_outputs, assert_user_error, only_run, run_script, tensorboard_tags
 from common.models import STAGE_NODES, create_model, stage_modules, stage_shapes, with_stages
-from kd_stagewise import (StudentWithAdapters, freeze_all_but, main, parse_args, phase_at, phase_plan, phase_student,
-                          stage_loss, trained_groups)
+from kd_stagewise import (StudentWithAdapters, freeze_all_but, main, pair_maps, parse_args, phase_at, phase_plan,
+                          phase_student, simultaneous_loss, stage_loss, trained_groups, val_stage_loss)
 
 STEPS_PER_EPOCH = 5  # a quarter of digits: 359 training images // 64
-# wrn_16_2 (stage widths 32/64/128) learning resnet14's stages (16/32/64): every stage has an adapter
+# wrn_16_2 (stem 16, stage widths 32/64/128) learning resnet14's maps (16/16/32/64): stages 1-3 have adapters
 PHASES = ["--model", "wrn_16_2", "--stage-epochs", "1", "--classifier-epochs", "2", "--train-fraction", "0.25",
           "--log-interval", "2"]
-ADAPTERS = ["0.weight", "1.weight", "2.weight"]
+ADAPTERS = ["1.weight", "2.weight", "3.weight"]
 
 
 def test_stage_loss_by_hand():
@@ -27,7 +31,28 @@ def test_stage_loss_by_hand():
     assert stage_loss(student.bfloat16(), teacher.bfloat16()).dtype == torch.float32
 
 
-@pytest.mark.parametrize("name", ["resnet20", "wrn_16_2", "resnet18", "mobilenet_v2", "shufflenet_v2_x0_5"])
+def test_simultaneous_loss_by_hand():
+    """(CE + MSE_0 + MSE_1) / 3, the seed's current code (its archived code scaled only the log)."""
+    logits, labels = torch.tensor([[0.0, 0.0]]), torch.tensor([0])
+    loss_ce = torch.nn.functional.cross_entropy(logits, labels)  # log 2
+    stages = [stage_loss(torch.ones(1, 1, 2, 2), torch.zeros(1, 1, 2, 2)),  # 1
+              stage_loss(torch.full((1, 2, 1, 1), 3.0), torch.ones(1, 2, 1, 1))]  # 4
+    assert simultaneous_loss(loss_ce, stages).item() == pytest.approx((0.6931472 + 1 + 4) / 3)
+
+
+def test_val_stage_loss_is_the_mean_over_all_images():
+    """Batches of 3 and 1 images: the mean over every element, not the mean of the batch means."""
+    batches = [(torch.full((3, 1, 2, 2), 2.0), None), (torch.full((1, 1, 2, 2), 4.0), None)]
+    student = torch.nn.BatchNorm2d(1, eps=0.0, affine=False)  # in eval mode the identity (running mean 0, var 1)
+    teacher = lambda images: {"map": torch.zeros_like(images)}  # noqa: E731
+    loss = val_stage_loss(student, teacher, batches, torch.autocast("cpu", enabled=False), torch.device("cpu"),
+                          torch.contiguous_format)
+    assert not student.training and loss == pytest.approx((3 * 4 + 1 * 16) / 4)
+
+
+@pytest.mark.parametrize("name", ["resnet20", "wrn_16_2", "resnet18", "mobilenet_v2", "shufflenet_v2_x0_5",
+                                  "sw_resnet10", "fastai_resnet34", "sw_medium", "sw_smallest", "sw_plain5",
+                                  "resnet20_7x7"])
 def test_stage_modules_partition_matches_the_stage_outputs(name):
     """Perturbing group k changes stage output k but none before it; every parameter is in one group."""
     model = create_model(name, 10).eval()
@@ -35,7 +60,7 @@ def test_stage_modules_partition_matches_the_stage_outputs(name):
     assert len(groups) == len(STAGE_NODES[name]) + 1
     owned = [p for modules in groups for module in modules for p in module.parameters(recurse=False)]
     assert len(owned) == len({id(p) for p in owned}) == len(list(model.parameters()))
-    stages, images = with_stages(model, name), torch.randn(1, 3, 16, 16)
+    stages, images = with_stages(model, name), torch.randn(1, 3, 32, 32)  # sw_plain5 halves it 5 times
     with torch.no_grad():
         logits, features = stages(images)
         outputs = features + [logits]
@@ -52,16 +77,29 @@ def test_stage_modules_partition_matches_the_stage_outputs(name):
                 p.copy_(old)
 
 
+@pytest.mark.parametrize("student,teacher,size,pairs", [
+    ("sw_resnet18", "fastai_resnet34", 64, [0, 1, 2, 3, 4]),
+    ("sw_small", "fastai_resnet34", 64, [0, 1, 2, 3]),  # seed 004: relu, layer1..3
+    ("sw_smallest", "fastai_resnet34", 64, [0, 2, 3, 4]),  # seed 004: relu, layer2..4
+    ("resnet20", "resnet56", 32, [0, 1, 2, 3]),  # stem and stage 1 share their size: in order
+])
+def test_maps_pair_by_size_in_order(student, teacher, size, pairs):
+    shapes = {name: stage_shapes(create_model(name, 10), name, (3, size, size)) for name in (student, teacher)}
+    assert pair_maps(student, shapes[student], teacher, shapes[teacher]) == pairs
+
+
 def test_phase_schedule():
-    args = SimpleNamespace(simultaneous=False, stage_epochs=2, classifier_epochs=3, epochs=9)
-    plan = phase_plan(3, args)
-    assert [phase_at(plan, epoch)[0] for epoch in range(9)] == [1, 1, 2, 2, 3, 3, 4, 4, 4]
-    assert phase_at(plan, 7) == (4, 6, 3)  # classifier phase: starts at epoch 6, lasts 3
+    args = SimpleNamespace(simultaneous=False, stage_epochs=2, classifier_epochs=3, epochs=11)
+    plan = phase_plan(4, 3, args)  # stem and 3 stages
+    assert [phase_at(plan, epoch)[0] for epoch in range(11)] == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 4]
+    assert phase_at(plan, 9) == (4, 8, 3)  # classifier phase: starts at epoch 8, lasts 3
+    assert [phase[0] for phase in phase_plan(2, 3, args)] == [0, 1, 4]  # --feature-maps 2
     args.simultaneous = True
-    assert [phase_at(phase_plan(3, args), epoch)[0] for epoch in range(9)] == [0] * 9
-    assert trained_groups(1, 3, False) == [0, 1]  # the stem trains with stage 1
-    assert trained_groups(2, 3, False) == [2] and trained_groups(4, 3, False) == [4]
-    assert trained_groups(4, 3, True) == trained_groups(0, 3, False) == [0, 1, 2, 3, 4]
+    assert [phase_at(phase_plan(4, 3, args), epoch)[0] for epoch in range(11)] == [-1] * 11
+    assert [trained_groups(k, 4, 3, False) for k in range(4)] == [[0], [1], [2], [3]]  # the stem alone first
+    assert trained_groups(4, 4, 3, False) == [4]  # the head
+    assert trained_groups(4, 2, 3, False) == [2, 3, 4]  # everything after the last map learnt
+    assert trained_groups(4, 2, 3, True) == trained_groups(-1, 2, 3, False) == [0, 1, 2, 3, 4]
 
 
 def group_keys(name):
@@ -73,12 +111,12 @@ def group_keys(name):
             for modules in stage_modules(model, name)]
 
 
-def changed(before, after):
-    """Which wrn_16_2 groups (0 stem, 1-3 stages, 4 head: weights or BatchNorm statistics) and
-    adapters (1-3) differ between two {"model": ..., "adapters": ...} states."""
-    groups = [index for index, keys in enumerate(group_keys("wrn_16_2"))
+def changed(before, after, name="wrn_16_2", adapters=ADAPTERS):
+    """Which groups (0 stem, 1..K stages, K + 1 head: weights or BatchNorm statistics) and adapters
+    (by map) differ between two {"model": ..., "adapters": ...} states."""
+    groups = [index for index, keys in enumerate(group_keys(name))
               if any(not torch.equal(before["model"][key], after["model"][key]) for key in keys)]
-    adapters = [index for index, key in enumerate(ADAPTERS, start=1)
+    adapters = [int(key.split(".")[0]) for key in adapters
                 if not torch.equal(before["adapters"][key], after["adapters"][key])]
     return groups, adapters
 
@@ -88,33 +126,39 @@ def state_of(model, adapters):
             "adapters": {key: value.clone() for key, value in adapters.state_dict().items()}}
 
 
-@pytest.mark.parametrize("stage,expected", [(1, [0, 1]), (2, [2]), (3, [3]), (4, [4])])
-def test_a_phase_trains_its_stage_and_adapter_only(stage, expected):
-    """wrn_16_2 (widths 32/64/128) learning resnet20's stages (16/16/32/64) through 1x1 adapters."""
+@pytest.mark.parametrize("frozen_bn", ["eval", "train"])
+@pytest.mark.parametrize("stage", [0, 1, 2, 3, 4])
+def test_a_phase_trains_its_group_and_adapter_only(stage, frozen_bn):
+    """wrn_16_2 learning resnet20's maps through 1x1 adapters. frozen_bn train (the seed): the frozen
+    stages the phase runs through update their BatchNorm statistics (wrn_16_2's stem has none)."""
     torch.manual_seed(0)
     model = create_model("wrn_16_2", 10)
     shapes = stage_shapes(model, "wrn_16_2", (3, 16, 16))
     teacher_shapes = stage_shapes(create_model("resnet20", 10), "resnet20", (3, 16, 16))
     student = StudentWithAdapters(model, "wrn_16_2", shapes, teacher_shapes)
-    assert [adapter.weight.shape for adapter in student.adapters] == [(16, 32, 1, 1), (32, 64, 1, 1), (64, 128, 1, 1)]
-    params = freeze_all_but(stage_modules(model, "wrn_16_2"), student.adapters, trained_groups(stage, 3, False), stage)
+    assert [tuple(adapter.weight.shape) for adapter in student.adapters[1:]] == [(16, 32, 1, 1), (32, 64, 1, 1),
+                                                                                 (64, 128, 1, 1)]
+    params = freeze_all_but(stage_modules(model, "wrn_16_2"), student.adapters, trained_groups(stage, 4, 3, False),
+                            stage, frozen_bn)
     before = state_of(model, student.adapters)
     optimizer = torch.optim.SGD(params, lr=0.1)
-    phase_model = phase_student(student, model, "wrn_16_2", stage, 3)  # what the script trains in the phase
+    phase_model = phase_student(student, model, "wrn_16_2", stage, 4)  # what the script trains in the phase
     assert (phase_model is student) == (stage == 4)
     for _ in range(2):
         images = torch.randn(8, 3, 16, 16)
         if stage == 4:
             loss = torch.nn.functional.cross_entropy(phase_model(images)[0], torch.arange(8))
-        else:  # the student up to stage k, through its adapter: the k-th output of the whole student
+        else:  # the student up to map k, through its adapter: the k-th output of the whole student
             feature = phase_model(images)
-            with torch.no_grad():
-                assert torch.allclose(feature, student(images)[1][stage - 1], atol=1e-5)
+            if frozen_bn == "eval":  # in train mode the whole student's forward would update later statistics
+                with torch.no_grad():
+                    assert torch.allclose(feature, student(images)[1][stage], atol=1e-5)
             loss = stage_loss(feature, torch.randn(8, *teacher_shapes[stage]))
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-    assert changed(before, state_of(model, student.adapters)) == (expected, [stage] if stage < 4 else [])
+    groups = [stage] if frozen_bn == "eval" else sorted({*range(1, stage + 1), stage})
+    assert changed(before, state_of(model, student.adapters)) == (groups, [stage] if 1 <= stage <= 3 else [])
 
 
 # ---------------------------------------------------------------- real runs
@@ -126,17 +170,17 @@ def load(path):
 
 @pytest.fixture(scope="module")
 def phase_runs(make_teacher, tmp_path_factory):
-    """Epochs 1-5 in phases stage 1, 2, 3, classifier, classifier: once straight through, once
-    stopped after epoch 2 (a phase boundary) and 4 (inside a phase) and resumed; the checkpoints
+    """Epochs 1-6 in phases stem, stage 1, 2, 3, classifier, classifier: once straight through, once
+    stopped after epoch 2 (a phase boundary) and 5 (inside a phase) and resumed; the checkpoints
     of those stops and of the end."""
     teacher = make_teacher("resnet14")
     out = tmp_path_factory.mktemp("stagewise_phases")
     straight = run_script("kd_stagewise.py", *PHASES, "--teacher", teacher, "--out-dir", out / "straight")
     checkpoints = []
-    for epoch in (2, 4, 5):
+    for epoch in (2, 5, 6):
         resume = ["--resume", only_run(out / "chain")[0] / "last.pt"] if checkpoints else []
         run_script("kd_stagewise.py", *PHASES, "--teacher", teacher, "--out-dir", out / "chain",
-                   "--max-steps", STEPS_PER_EPOCH * epoch if epoch < 5 else 0, *resume)
+                   "--max-steps", STEPS_PER_EPOCH * epoch if epoch < 6 else 0, *resume)
         checkpoints.append(shutil.copy(only_run(out / "chain")[0] / "last.pt", out / f"epoch{epoch}.pt"))
     return SimpleNamespace(teacher=teacher, out=out, straight=straight, checkpoints=checkpoints)
 
@@ -144,22 +188,27 @@ def phase_runs(make_teacher, tmp_path_factory):
 def test_stagewise_end_to_end(phase_runs):
     run_dir, results, metrics = assert_run_outputs(phase_runs.straight, phase_runs.out / "straight",
                                                    phase_runs.teacher, "stagewise", model="wrn_16_2")
-    assert results["epochs"] == 5 and [m["stage"] for m in metrics] == [1, 2, 3, 4, 4]
-    for m in metrics:  # stage phases train the MSE only; the classifier phase CE only
+    assert results["epochs"] == 6 and [m["stage"] for m in metrics] == [0, 1, 2, 3, 4, 4]
+    for m in metrics:  # feature phases train the MSE only; the classifier phase CE only
         assert m["train_loss"] == pytest.approx(m["loss_stage"] if m["stage"] < 4 else m["loss_ce"])
         assert (m["loss_stage"] > 0) == (m["stage"] < 4)
-        assert (m["loss_ce"] is None) == (m["stage"] < 4)  # a stage phase computes no logits
-    assert {"charts/stage", "losses/stage", "losses/ce", "losses/total", "eval/top1"} <= tensorboard_tags(run_dir)
-    adapters = load(run_dir / "last.pt")["adapters"]  # 1x1 convolutions from student to teacher width
+        assert (m["loss_ce"] is None) == (m["stage"] < 4)  # a feature phase computes no logits
+        assert (m["val_stage_loss"] is None) == (m["stage"] == 4) and (m["val_stage_loss"] or 1) > 0
+    assert {"charts/stage", "losses/stage", "losses/ce", "losses/total", "losses/val_stage",
+            "eval/top1"} <= tensorboard_tags(run_dir)
+    last = load(run_dir / "last.pt")
+    assert last["stage_best"] is None  # used up when the classifier phase began
+    adapters = last["adapters"]  # 1x1 convolutions from student to teacher width; the stems match
+    assert sorted(adapters) == ADAPTERS
     assert [adapters[key].shape for key in ADAPTERS] == [(16, 32, 1, 1), (32, 64, 1, 1), (64, 128, 1, 1)]
 
 
-def test_each_phase_trains_only_its_stage_and_adapter(phase_runs):
-    epoch2, epoch4, epoch5 = [load(path) for path in phase_runs.checkpoints]
-    assert [epoch["phase"][0] for epoch in (epoch2, epoch4, epoch5)] == [2, 4, 4]
-    # stage 3 and its adapter, then the head; the rest kept, BatchNorm statistics included
-    assert changed(epoch2, epoch4) == ([3, 4], [3])
-    assert changed(epoch4, epoch5) == ([4], [])  # inside the classifier phase: the head only
+def test_each_phase_trains_only_its_group_and_adapter(phase_runs):
+    epoch2, epoch5, epoch6 = [load(path) for path in phase_runs.checkpoints]
+    assert [epoch["phase"][0] for epoch in (epoch2, epoch5, epoch6)] == [1, 4, 4]
+    # stages 2 and 3 with their adapters, then the head; the rest kept, BatchNorm statistics included
+    assert changed(epoch2, epoch5) == ([2, 3, 4], [2, 3])
+    assert changed(epoch5, epoch6) == ([4], [])  # inside the classifier phase: the head only
 
 
 def test_resumed_at_every_phase_boundary_equals_straight_run(phase_runs):
@@ -172,16 +221,16 @@ def test_resumed_at_every_phase_boundary_equals_straight_run(phase_runs):
 
 
 def test_torchrun_crosses_a_phase_boundary_with_finetune_all(phase_runs, tmp_path):
-    """Two processes resume after stage 2: stage 3, then the whole network fine-tuned (a new DDP
-    per phase; the body moves only because of --finetune-all, as the single-process runs show)."""
+    """Two processes resume after stage 1: stages 2 and 3, then the whole network fine-tuned (a new
+    DDP per phase; the body moves only because of --finetune-all, as the single-process runs show)."""
     shutil.copy(phase_runs.checkpoints[0], tmp_path / "last.pt")
     result = run_script("kd_stagewise.py", *PHASES, "--teacher", phase_runs.teacher, "--resume",
                         tmp_path / "last.pt", "--finetune-all", nproc=2)
     results = json.loads((tmp_path / "results.json").read_text())
-    assert results["world_size"] == 2 and results["epochs"] == 5 and result.stdout.count("FINAL") == 1
-    assert [json.loads(line)["stage"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [3, 4, 4]
+    assert results["world_size"] == 2 and results["epochs"] == 6 and result.stdout.count("FINAL") == 1
+    assert [json.loads(line)["stage"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [2, 3, 4, 4]
     after = load(tmp_path / "last.pt")
-    assert changed(load(phase_runs.checkpoints[0]), after) == ([0, 1, 2, 3, 4], [3])
+    assert changed(load(phase_runs.checkpoints[0]), after) == ([0, 1, 2, 3, 4], [2, 3])
     create_model("wrn_16_2", 10).load_state_dict(after["model"])  # the plain student, as train_teacher.py saves it
 
 
@@ -190,10 +239,80 @@ def test_simultaneous_end_to_end(phase_runs, tmp_path):
                         "--simultaneous", "--epochs", "1")
     run_dir, results, metrics = assert_run_outputs(result, tmp_path, phase_runs.teacher, "simultaneous",
                                                    model="wrn_16_2")
-    assert results["epochs"] == 1 and metrics[0]["stage"] == 0
-    # CE plus every stage's MSE
-    assert metrics[0]["train_loss"] == pytest.approx(metrics[0]["loss_ce"] + metrics[0]["loss_stage"])
+    assert results["epochs"] == 1 and metrics[0]["stage"] == -1 and metrics[0]["val_stage_loss"] is None
+    # (CE + the 4 maps' MSE) / 5
+    assert metrics[0]["train_loss"] == pytest.approx((metrics[0]["loss_ce"] + metrics[0]["loss_stage"]) / 5)
     assert metrics[0]["loss_stage"] > 0
+
+
+# ---------------------------------------------------------------- in-process runs (no start-up cost)
+def run_in_process(monkeypatch, tmp_path, argv, val_losses=None):
+    """main(argv) in this process; returns the runs's metrics and the state of every epoch's last.pt
+    (copied, as save_checkpoint writes it). `val_losses`: the validation MSE each feature epoch reports."""
+    saved = []
+    save = kd_stagewise.save_checkpoint
+
+    def spy(path, state):
+        if str(path).endswith("last.pt"):
+            saved.append(copy.deepcopy({key: state[key] for key in ("model", "adapters", "stage_best", "epoch")}))
+        save(path, state)
+    monkeypatch.setattr(kd_stagewise, "save_checkpoint", spy)
+    if val_losses is not None:
+        scripted = iter(val_losses)
+        monkeypatch.setattr(kd_stagewise, "val_stage_loss", lambda *args: next(scripted))
+    main(parse_args([*argv, "--out-dir", str(tmp_path)]))
+    metrics = [json.loads(line) for line in (only_run(tmp_path)[0] / "metrics.jsonl").read_text().splitlines()]
+    return metrics, saved
+
+
+@pytest.mark.parametrize("phase_start", ["best", "last"])
+def test_a_phase_starts_from_the_previous_phases_best_val_mse(make_teacher, monkeypatch, tmp_path, phase_start):
+    """Stem phase of 3 epochs with validation MSE 3, 1, 2: stage 1's phase starts from epoch 2's
+    weights (--phase-start best), or epoch 3's (last). The stem is frozen in stage 1's phase, with its
+    BatchNorm in eval mode, so its state after epoch 4 is the state the phase started from."""
+    argv = ["--teacher", str(make_teacher("resnet14")), "--model", "resnet8", "--train-fraction", "0.25",
+            "--stage-epochs", "3", "--classifier-epochs", "1", "--feature-maps", "2", "--max-steps",
+            str(4 * STEPS_PER_EPOCH), "--phase-start", phase_start]
+    metrics, saved = run_in_process(monkeypatch, tmp_path, argv, val_losses=[3.0, 1.0, 2.0, 5.0])
+    assert [m["val_stage_loss"] for m in metrics] == [3.0, 1.0, 2.0, 5.0] and [m["stage"] for m in metrics] == [0, 0, 0, 1]
+    epoch2, epoch3, epoch4 = saved[1:4]
+    stem = group_keys("resnet8")[0]
+    assert any(not torch.equal(epoch2["model"][key], epoch3["model"][key]) for key in stem)  # epoch 3 moved the stem
+    start = epoch2 if phase_start == "best" else epoch3
+    assert all(torch.equal(start["model"][key], epoch4["model"][key]) for key in stem)
+    if phase_start == "best":  # kept in last.pt, so a resumed run restores it too
+        assert epoch3["stage_best"]["epoch"] == 2 and epoch3["stage_best"]["stage"] == 0
+        assert all(torch.equal(value, epoch3["stage_best"]["model"][key]) for key, value in epoch2["model"].items())
+        assert epoch4["stage_best"]["stage"] == 1  # the new phase tracks its own best
+    else:
+        assert all(state["stage_best"] is None for state in saved)
+
+
+def test_feature_maps_limits_the_maps_learnt(make_teacher, monkeypatch, tmp_path):
+    """--feature-maps 2 --simultaneous: (CE + MSE of the stem + MSE of stage 1) / 3."""
+    argv = ["--teacher", str(make_teacher("resnet14")), "--model", "resnet8", "--train-fraction", "0.25",
+            "--simultaneous", "--epochs", "1", "--feature-maps", "2"]
+    metrics, saved = run_in_process(monkeypatch, tmp_path, argv)
+    assert metrics[0]["train_loss"] == pytest.approx((metrics[0]["loss_ce"] + metrics[0]["loss_stage"]) / 3)
+    assert list(saved[0]["adapters"]) == []  # resnet8 and resnet14 have the same widths
+
+
+@pytest.mark.parametrize("student,teacher,extra,stages", [
+    # the stem and map 1 learn the teacher's relu and layer2; the classifier phase trains stages 2, 3 and the head
+    ("sw_smallest", "fastai_resnet34", ["--feature-maps", "2"], [0, 1, 4]),
+    ("sw_resnet10", "sw_resnet34", ["--simultaneous", "--epochs", "1", "--frozen-bn", "train"], [-1]),
+])
+def test_seed_004_networks_run(monkeypatch, tmp_path, student, teacher, extra, stages):
+    """Fake 32x32 images, 20 training images (one step of 16 an epoch)."""
+    path = random_teacher(tmp_path / "teacher.pt", teacher)
+    argv = ["--dataset", "fake", "--image-size", "32", "--num-classes", "10", "--train-fraction", "0.01",
+            "--batch-size", "16", "--model", student, "--teacher", str(path), "--stage-epochs", "1",
+            "--classifier-epochs", "1", *extra]
+    metrics, saved = run_in_process(monkeypatch, tmp_path / "runs", argv)
+    assert [m["stage"] for m in metrics] == stages
+    assert all(m["loss_stage"] > 0 for m in metrics if m["stage"] != 4)
+    if student == "sw_smallest":  # the groups after map 1 move in the classifier phase
+        assert changed(saved[1], saved[2], student, adapters=[]) == ([2, 3, 4], [])
 
 
 # ---------------------------------------------------------------- user errors (in-process: no start-up cost)
@@ -211,8 +330,8 @@ def random_teacher(path, name):
 
 
 @pytest.mark.parametrize("teacher,words", [
-    ("shufflenet_v2_x0_5", ["stage 1", "resnet8 outputs (16, 8, 8)", "shufflenet_v2_x0_5 (48, 1, 1)"]),
-    ("resnet18", ["resnet8 has 3 stages", "resnet18 has 4"]),
+    ("shufflenet_v2_x0_5", ["map 0 of --model resnet8 is (16, 8, 8)", "teacher shufflenet_v2_x0_5 has no map"]),
+    ("resnet18", ["map 0 of --model resnet8", "(64, 2, 2)"]),
 ])
 def test_mismatched_feature_maps_are_a_user_error(tmp_path, capsys, teacher, words):
     result = run_main(["--model", "resnet8", "--teacher", str(random_teacher(tmp_path / "t.pt", teacher)),
@@ -221,19 +340,24 @@ def test_mismatched_feature_maps_are_a_user_error(tmp_path, capsys, teacher, wor
     assert not (tmp_path / "runs").exists()
 
 
-def test_epochs_other_than_the_schedule_is_a_user_error(tmp_path, capsys):
+@pytest.mark.parametrize("extra,words", [
+    (["--epochs", "7"], ["4 feature maps x --stage-epochs 2 + --classifier-epochs 3 = 11 epochs", "--epochs 7"]),
+    (["--feature-maps", "5"], ["--feature-maps 5", "resnet8 has 4"]),
+])
+def test_bad_schedules_are_user_errors(tmp_path, capsys, extra, words):
     result = run_main(["--model", "resnet8", "--teacher", str(random_teacher(tmp_path / "t.pt", "resnet14")),
-                       "--stage-epochs", "2", "--classifier-epochs", "3", "--epochs", "7",
+                       "--stage-epochs", "2", "--classifier-epochs", "3", *extra,
                        "--out-dir", str(tmp_path / "runs")], capsys)
-    assert_user_error(result, "3 stages x --stage-epochs 2 + --classifier-epochs 3 = 9 epochs", "--epochs 7")
+    assert_user_error(result, *words)
     assert not (tmp_path / "runs").exists()
 
 
-@pytest.mark.parametrize("student,teacher", [(name, "resnet34") for name in (
-    "resnet10", "resnet14_imagenet", "resnet18", "resnet20_imagenet", "resnet26")] + [("resnet20", "resnet110")])
-def test_seed_pairs_match_stage_by_stage_without_adapters(student, teacher):
+@pytest.mark.parametrize("student,teacher", [(name, "fastai_resnet34") for name in (
+    "sw_resnet10", "sw_resnet14", "sw_resnet18", "sw_resnet20", "sw_resnet26", "sw_medium", "sw_plain5")] + [
+    ("resnet20", "resnet110"), ("resnet20_7x7", "resnet110_7x7")])
+def test_seed_pairs_match_map_by_map_without_adapters(student, teacher):
     student_shapes = stage_shapes(create_model(student, 10), student, (3, 64, 64))
     teacher_shapes = stage_shapes(create_model(teacher, 10), teacher, (3, 64, 64))
-    assert student_shapes == teacher_shapes  # check_stages passes, every adapter is the identity
+    assert student_shapes == teacher_shapes  # one to one, every adapter the identity
     adapters = StudentWithAdapters(create_model(student, 10), student, student_shapes, teacher_shapes).adapters
     assert len(adapters.state_dict()) == 0

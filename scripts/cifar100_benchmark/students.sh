@@ -16,10 +16,10 @@ for seed in $SEEDS; do
   for pair in "${PAIRS[@]}"; do
     teacher=${pair%%:*} student=${pair##*:}
     common=("${DATA[@]}" --model "$student" "${RECIPE[@]}" --seed "$seed" --out-dir "$OUT_DIR")
-    kd=(--teacher "$(teacher_ckpt c100b_vanilla cifar100 "$teacher" "$TEACHER_SEED")")
+    kd=(--teacher "$(run_ckpt c100b_vanilla cifar100 "$teacher" "$TEACHER_SEED")")
     launch train_teacher.py "${common[@]}" --exp-name c100b_vanilla
-    launch kd_st.py "${common[@]}" "${kd[@]}" --exp-name c100b_kd --temperature "$KD_T" --alpha "$KD_ALPHA"
-    launch kd_at.py "${common[@]}" "${kd[@]}" --exp-name c100b_at --beta "$AT_BETA" --at-mode "$AT_MODE"
+    launch kd_st.py "${common[@]}" "${kd[@]}" --exp-name c100b_kd "${KD[@]}"
+    launch kd_at.py "${common[@]}" "${kd[@]}" --exp-name c100b_at "${AT[@]}"
     launch kd_fsp.py "${common[@]}" "${kd[@]}" --exp-name c100b_fsp --fsp-mode two-stage \
       --fsp-epochs "$FSP_EPOCHS" --fsp-lr "$FSP_LR"
   done

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # ImageNet-1K benchmark ResNet-34 -> ResNet-18 (REFERENCE_RESULTS.md; mdistiller / torchdistill recipe)
 # with torchvision's pretrained ResNet-34 as the teacher: the student without teacher, with KD (T = 1,
-# CE and KD weights 0.5 each) and with AT (beta = 1000). Rows: 3 methods x SEEDS.
+# CE and KD weights 0.5 each) and with AT (weight 1000). Rows: 3 methods x SEEDS.
 #
 #   DATA_DIR=/data/imagenet NPROC=8 bash scripts/imagenet/resnet34_resnet18.sh
 #   DRY_RUN=1 bash scripts/imagenet/resnet34_resnet18.sh   # print the 3 commands
@@ -11,20 +11,19 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 source "$HERE/../lib.sh"
 : "${DATA_DIR:=data/imagenet}" "${NPROC:=$(default_nproc)}" "${SEEDS:=0}" "${OUT_DIR:=runs/imagenet}"
 
-DATA=(--dataset imagenet --data-dir "$DATA_DIR" --loader dali --amp bf16)
+DATA=(--dataset imagenet --data-dir "$DATA_DIR" --loader dali --image-size 224 --val-resize 256 --augment standard
+      --amp bf16)
 # 100 epochs, SGD lr 0.1 (batch 256), momentum 0.9, wd 1e-4, x0.1 at epochs 30, 60 and 90, no warm-up
 RECIPE=(--model resnet18 --epochs 100 --batch-size 256 --optimizer sgd --lr 0.1 --momentum 0.9 --weight-decay 1e-4
         --lr-schedule multistep --milestones 30 60 90 --gamma 0.1 --warmup-epochs 0)
 TEACHER=(--teacher-model resnet34 --teacher-pretrained)
-KD_T=1
-KD_ALPHA=0.5
-AT_BETA=1000
-AT_MODE=code
+KD=(--ce-weight 0.5 --kd-weight 0.5 --temperature 1)  # CE and KD weights 0.5 each, T = 1
+AT=(--ce-weight 1 --at-weight 1000 --at-mode code)    # CE + 1000 * sum of the attention losses
 
 for seed in $SEEDS; do
   common=("${DATA[@]}" "${RECIPE[@]}" --seed "$seed" --out-dir "$OUT_DIR")
   launch train_teacher.py "${common[@]}" --exp-name r34r18_baseline
-  launch kd_st.py "${common[@]}" "${TEACHER[@]}" --exp-name r34r18_kd --temperature "$KD_T" --alpha "$KD_ALPHA"
-  launch kd_at.py "${common[@]}" "${TEACHER[@]}" --exp-name r34r18_at --beta "$AT_BETA" --at-mode "$AT_MODE"
+  launch kd_st.py "${common[@]}" "${TEACHER[@]}" --exp-name r34r18_kd "${KD[@]}"
+  launch kd_at.py "${common[@]}" "${TEACHER[@]}" --exp-name r34r18_at "${AT[@]}"
 done
 finish

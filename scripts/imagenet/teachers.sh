@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Seed 000, ImageNet-1K: ResNet-50 teachers trained from scratch with label smoothing 0.0 and 0.1
-# (the two alpha columns of the seed's tables), once each with seed TEACHER_SEED.
+# (the two alpha columns of the seed's tables), once each with seed TEACHER_SEED; with
+# TORCHVISION_TEACHER=1 only the 0.1 one (torchvision's weights stand for 0.0, see recipe.sh).
 # Then run students.sh with the same OUT_DIR.
 #
 #   DATA_DIR=/data/imagenet NPROC=8 bash scripts/imagenet/teachers.sh
@@ -12,7 +13,8 @@ source "$HERE/../lib.sh"
 source "$HERE/recipe.sh"
 
 for smoothing in "${TEACHER_LS[@]}"; do
-  launch train_teacher.py "${DATA[@]}" --model "$TEACHER_MODEL" "${RECIPE[@]}" --epochs "$TEACHER_EPOCHS" \
+  torchvision_teacher "$smoothing" && continue
+  launch train_teacher.py "${DATA[@]}" --model "$TEACHER_MODEL" "${TEACHER_RECIPE[@]}" \
     --label-smoothing "$smoothing" --seed "$TEACHER_SEED" --exp-name "imagenet_teacher_ls$smoothing" --out-dir "$OUT_DIR"
 done
 finish

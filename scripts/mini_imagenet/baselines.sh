@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Seed 003, mini-ImageNet, no teacher: the "tricks" table (shufflenet_v2_x1_0 with step, cosine,
-# cosine + 1 warm-up epoch, cosine + 3 warm-up epochs) and the baselines ShuffleNetV2 x1.5 / x2.0 and
-# ResNet-18 / 34 / 50 (cosine + 1 warm-up epoch). ShuffleNetV2 x2.0 and ResNet-50 are kd.sh's teachers.
+# cosine + 1 warm-up epoch, cosine + 3 warm-up epochs; the step row is README only: the seed's code has
+# no step schedule, so it is pytorch/examples' x0.1 every 30 epochs) and the baselines ShuffleNetV2
+# x1.5 / x2.0 and ResNet-18 / 34 / 50 (cosine + 1 warm-up epoch). ShuffleNetV2 x2.0 and ResNet-50 are
+# kd.sh's teachers.
 # Rows: (4 + 5) x SEEDS.
 #
 #   DATA_DIR=/data/mini-imagenet NPROC=1 bash scripts/mini_imagenet/baselines.sh

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Seed 003, mini-ImageNet, KD (loss = alpha * soft + (1 - alpha) * hard): shufflenet_v2_x2_0 ->
+# Seed 003, mini-ImageNet, KD (loss = alpha * T^2 * soft + (1 - alpha) * hard): shufflenet_v2_x2_0 ->
 # shufflenet_v2_x1_0 over the seed's T x alpha grid, and resnet50 -> resnet18 at T = 3, alpha = 0.6.
 # The teachers are baselines.sh's runs with seed TEACHER_SEED (same OUT_DIR). Rows: (7 + 1) x SEEDS.
 #
@@ -17,12 +17,13 @@ RESNET_ALPHA=0.6
 
 for seed in $SEEDS; do
   common=("${DATA[@]}" "${RECIPE[@]}" "${COSINE_WU1[@]}" --seed "$seed" --out-dir "$OUT_DIR")
-  teacher=$(teacher_ckpt mini_baseline mini-imagenet shufflenet_v2_x2_0 "$TEACHER_SEED")
+  teacher=$(run_ckpt mini_baseline mini-imagenet shufflenet_v2_x2_0 "$TEACHER_SEED")
   for cell in "${GRID[@]}"; do
+    temperature=${cell%%:*} alpha=${cell##*:}
     launch kd_st.py "${common[@]}" --model shufflenet_v2_x1_0 --teacher "$teacher" \
-      --temperature "${cell%%:*}" --alpha "${cell##*:}" --exp-name "mini_kd_T${cell%%:*}_a${cell##*:}"
+      --temperature "$temperature" $(kd_weights "$alpha") --exp-name "mini_kd_T${temperature}_a$alpha"
   done
-  launch kd_st.py "${common[@]}" --model resnet18 --teacher "$(teacher_ckpt mini_baseline mini-imagenet resnet50 "$TEACHER_SEED")" \
-    --temperature "$RESNET_T" --alpha "$RESNET_ALPHA" --exp-name "mini_kd_T${RESNET_T}_a$RESNET_ALPHA"
+  launch kd_st.py "${common[@]}" --model resnet18 --teacher "$(run_ckpt mini_baseline mini-imagenet resnet50 "$TEACHER_SEED")" \
+    --temperature "$RESNET_T" $(kd_weights "$RESNET_ALPHA") --exp-name "mini_kd_T${RESNET_T}_a$RESNET_ALPHA"
 done
 finish
