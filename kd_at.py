@@ -39,6 +39,7 @@ TensorBoard events; the last stdout line is `FINAL top1=... top5=... best_top1=.
 """
 import argparse
 import os
+import sys
 import time
 
 import torch
@@ -51,7 +52,7 @@ from common import UserError
 from common.data import DATASETS, build_loaders
 from common.models import MODEL_NAMES, create_model, with_stages
 from common.utils import (RunLog, Throughput, all_reduce_sum, autocast_context, build_optimizer, build_scheduler,
-                          cleanup_distributed, evaluate, find_resume, grad_scaler, init_from, load_checkpoint, load_teacher,
+                          cleanup_distributed, evaluate, evaluate_checkpoint, find_resume, grad_scaler, init_from, load_checkpoint, load_teacher,
                           new_run_dir, rng_state, save_checkpoint, seed_everything, set_rng_state, setup_distributed, user_errors)
 
 
@@ -63,7 +64,7 @@ def parse_args(argv=None):
     data.add_argument("--data-dir", default="data", help="where the data set lives on disk")
     data.add_argument("--download", action="store_true", help="fetch CIFAR into --data-dir if missing")
     data.add_argument("--train-fraction", type=float, default=1.0, help="keep this stratified fraction of train")
-    data.add_argument("--image-size", type=int, default=224, help="crop size for image-file and fake data")
+    data.add_argument("--image-size", type=int, default=None, help="crop size (default: 224 for image files, 32 for fake data)")
     data.add_argument("--val-resize", type=int, default=256, help="val: resize shorter side, then centre crop")
     data.add_argument("--num-classes", type=int, default=1000, help="class count of --dataset fake")
     data.add_argument("--loader", default="auto", choices=["auto", "tensor", "dali", "torch"],
@@ -107,9 +108,11 @@ def parse_args(argv=None):
                        help="torch.compile the student and the teacher; on CPU 1.04-1.15x the images/s "
                             "after 10-20 s of compiling (docs/performance.md)")
     speed.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="training device")
+    speed.add_argument("--threads", type=int, default=0,
+                       help="CPU threads per process; 0: OMP_NUM_THREADS if set, else the CPUs free when the run starts")
     run = parser.add_argument_group("run")
     run.add_argument("--seed", type=int, default=0, help="random seed")
-    run.add_argument("--exp-name", default=os.path.basename(__file__)[:-3], help="experiment name")
+    run.add_argument("--exp-name", default=None, help="experiment name (default: kd_at, or kd_at_st with --kd-weight > 0)")
     run.add_argument("--out-dir", default="runs", help="runs are written to <out-dir>/<run_name>/")
     run.add_argument("--max-steps", type=int, default=0, help="stop after this many optimizer steps (0: off)")
     run.add_argument("--log-interval", type=int, default=20, help="steps between loss logs")
@@ -167,9 +170,10 @@ def kd_loss(student_logits, teacher_logits, temperature):
 @user_errors
 def main(args):
     started = time.time()
-    dist = setup_distributed(args.device, args.batch_size)
+    dist = setup_distributed(args.device, args.batch_size, args.threads)
     device, master = dist.device, dist.is_master
     seed_everything(args.seed, dist.rank)
+    args.exp_name = args.exp_name or ("kd_at_st" if args.kd_weight > 0 else "kd_at")  # two methods, two default names
     resume_path = find_resume(args.resume, args.out_dir, args.exp_name)
     checkpoint = load_checkpoint(resume_path) if resume_path else None
     if args.evaluate and checkpoint is None:
@@ -178,6 +182,11 @@ def main(args):
         raise UserError(f"need --ce-weight, --at-weight, --kd-weight >= 0, --temperature > 0 and --at-p > 0; got "
                         f"{args.ce_weight}, {args.at_weight}, {args.kd_weight}, {args.temperature} and {args.at_p}")
     train_loader, val_loader, num_classes, _ = build_loaders(args, device, dist.rank, dist.world_size)
+    if args.evaluate:  # the checkpoint's own network, whatever --model says; no teacher needed
+        metrics = evaluate_checkpoint(checkpoint, num_classes, val_loader, args, device)
+        if master:
+            print(f"FINAL top1={metrics['top1']:.2f} top5={metrics['top5']:.2f} best_top1={checkpoint['best_top1']:.2f}")
+        return cleanup_distributed()
     teacher, teacher_name = load_teacher(args, num_classes)
 
     model = create_model(args.model, num_classes, args.pretrained, args.zero_init_residual)
@@ -201,12 +210,6 @@ def main(args):
     teacher_top1 = evaluate(teacher, val_loader, autocast, device, memory_format)["top1"]
     if master:
         print(f"teacher {teacher_name}: top1 {teacher_top1:.2f}")
-
-    if args.evaluate:
-        metrics = evaluate(student, val_loader, autocast, device, memory_format)
-        if master:
-            print(f"FINAL top1={metrics['top1']:.2f} top5={metrics['top5']:.2f} best_top1={checkpoint['best_top1']:.2f}")
-        return cleanup_distributed()
 
     optimizer = build_optimizer(args, model.parameters())
     scheduler = build_scheduler(args, optimizer, len(train_loader))
@@ -234,7 +237,8 @@ def main(args):
         if dist.world_size > 1 else eval_model
     log = RunLog(run_dir, args, master, start_epoch)
     if master:
-        print(f"run dir: {run_dir}  ({dist.world_size} process(es) on {device}, {len(train_loader)} steps/epoch)")
+        print(f"run dir: {run_dir}  ({dist.world_size} process(es) on {device}, {torch.get_num_threads()} CPU "
+              f"thread(s) each, {len(train_loader)} steps/epoch)")
 
     criterion = nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
 
@@ -250,7 +254,7 @@ def main(args):
         loss_sums, epoch_steps = torch.zeros(4, device=device), 0  # ce, at, kd (soft targets), total
         throughput.start()
         bar = tqdm(throughput.timed(train_loader), total=len(train_loader), desc=f"epoch {epoch + 1}/{args.epochs}",
-                   disable=not master, leave=False)
+                   disable=not (master and sys.stdout.isatty()), leave=False)
         for images, labels in bar:
             # ALGO LOGIC: one training step
             images = images.contiguous(memory_format=memory_format)
@@ -276,6 +280,8 @@ def main(args):
             throughput.step(len(images) * dist.world_size)
             if step % args.log_interval == 0 and master:  # the only host syncs in the loop
                 bar.set_postfix(loss=f"{loss.item():.3f}")
+                if bar.disable:  # no progress bar in a redirected log: one line per interval instead
+                    print(f"epoch {epoch + 1} step {step}  loss {loss.item():.4f}", flush=True)
                 log.scalars(step, {"losses/ce": loss_ce.item(), "losses/at": loss_at.item(), "losses/total": loss.item(),
                                    **({"losses/kd": loss_kd.item()} if args.kd_weight > 0 else {}),
                                    **{f"losses/at_stage{k + 1}": value.item() for k, value in enumerate(loss_stages)},

@@ -31,6 +31,7 @@ TensorBoard events; the last stdout line is `FINAL top1=... top5=... best_top1=.
 """
 import argparse
 import os
+import sys
 import time
 
 import torch
@@ -44,7 +45,7 @@ from common import UserError
 from common.data import DATASETS, build_loaders
 from common.models import MODEL_NAMES, STAGE_NODES, create_model, stage_modules, stage_shapes, with_stages
 from common.utils import (RunLog, Throughput, all_reduce_sum, autocast_context, build_optimizer, build_scheduler,
-                          cleanup_distributed, evaluate, find_resume, grad_scaler, init_from, load_checkpoint,
+                          cleanup_distributed, evaluate, evaluate_checkpoint, find_resume, grad_scaler, init_from, load_checkpoint,
                           load_teacher, new_run_dir, rng_state, save_checkpoint, seed_everything, set_rng_state, setup_distributed, user_errors)
 
 
@@ -56,7 +57,7 @@ def parse_args(argv=None):
     data.add_argument("--data-dir", default="data", help="where the data set lives on disk")
     data.add_argument("--download", action="store_true", help="fetch CIFAR into --data-dir if missing")
     data.add_argument("--train-fraction", type=float, default=1.0, help="keep this stratified fraction of train")
-    data.add_argument("--image-size", type=int, default=224, help="crop size for image-file and fake data")
+    data.add_argument("--image-size", type=int, default=None, help="crop size (default: 224 for image files, 32 for fake data)")
     data.add_argument("--val-resize", type=int, default=256, help="val: resize shorter side, then centre crop")
     data.add_argument("--num-classes", type=int, default=1000, help="class count of --dataset fake")
     data.add_argument("--loader", default="auto", choices=["auto", "tensor", "dali", "torch"],
@@ -101,9 +102,11 @@ def parse_args(argv=None):
                        help="torch.compile the student and the teacher; on CPU 1.04-1.15x the images/s "
                             "after 10-20 s of compiling (docs/performance.md)")
     speed.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="training device")
+    speed.add_argument("--threads", type=int, default=0,
+                       help="CPU threads per process; 0: OMP_NUM_THREADS if set, else the CPUs free when the run starts")
     run = parser.add_argument_group("run")
     run.add_argument("--seed", type=int, default=0, help="random seed")
-    run.add_argument("--exp-name", default=os.path.basename(__file__)[:-3], help="experiment name")
+    run.add_argument("--exp-name", default=None, help="experiment name (default: kd_stagewise, or kd_stagewise_simultaneous)")
     run.add_argument("--out-dir", default="runs", help="runs are written to <out-dir>/<run_name>/")
     run.add_argument("--max-steps", type=int, default=0, help="stop after this many optimizer steps (0: off)")
     run.add_argument("--log-interval", type=int, default=20, help="steps between loss logs")
@@ -248,9 +251,10 @@ def val_stage_loss(phase_model, teacher_stages, loader, autocast, device, memory
 @user_errors
 def main(args):
     started = time.time()
-    dist = setup_distributed(args.device, args.batch_size)
+    dist = setup_distributed(args.device, args.batch_size, args.threads)
     device, master = dist.device, dist.is_master
     seed_everything(args.seed, dist.rank)
+    args.exp_name = args.exp_name or ("kd_stagewise_simultaneous" if args.simultaneous else "kd_stagewise")
     resume_path = find_resume(args.resume, args.out_dir, args.exp_name)
     checkpoint = load_checkpoint(resume_path) if resume_path else None
     if args.evaluate and checkpoint is None:
@@ -258,6 +262,11 @@ def main(args):
     if min(args.stage_epochs, args.classifier_epochs) < 1:
         raise UserError("--stage-epochs and --classifier-epochs must be at least 1")
     train_loader, val_loader, num_classes, image_shape = build_loaders(args, device, dist.rank, dist.world_size)
+    if args.evaluate:  # the checkpoint's own network, whatever --model says; no teacher needed
+        metrics = evaluate_checkpoint(checkpoint, num_classes, val_loader, args, device)
+        if master:
+            print(f"FINAL top1={metrics['top1']:.2f} top5={metrics['top5']:.2f} best_top1={checkpoint['best_top1']:.2f}")
+        return cleanup_distributed()
     teacher, teacher_name = load_teacher(args, num_classes)
 
     model = create_model(args.model, num_classes, args.pretrained, args.zero_init_residual)
@@ -281,10 +290,9 @@ def main(args):
             raise UserError(f"{resume_path} holds {checkpoint['model_name']} with {checkpoint['num_classes']} "
                             f"classes, not --model {args.model} with {num_classes} classes of {args.dataset}")
         model.load_state_dict(checkpoint["model"])
-        if not args.evaluate:
-            if "adapters" not in checkpoint:
-                raise UserError(f"{resume_path} was not written by kd_stagewise.py: it has no adapters to resume")
-            student.adapters.load_state_dict(checkpoint["adapters"])
+        if "adapters" not in checkpoint:
+            raise UserError(f"{resume_path} was not written by kd_stagewise.py: it has no adapters to resume")
+        student.adapters.load_state_dict(checkpoint["adapters"])
     memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
     student.to(device, memory_format=memory_format)
     autocast = autocast_context(args.amp, device)
@@ -294,12 +302,6 @@ def main(args):
     if master:
         print(f"teacher {teacher_name}: top1 {teacher_top1:.2f}; student maps {student_shapes[:num_maps]} learn "
               f"teacher maps {pairs} of {teacher_shapes}")
-
-    if args.evaluate:
-        metrics = evaluate(model, val_loader, autocast, device, memory_format)
-        if master:
-            print(f"FINAL top1={metrics['top1']:.2f} top5={metrics['top5']:.2f} best_top1={checkpoint['best_top1']:.2f}")
-        return cleanup_distributed()
 
     scaler = grad_scaler(args.amp, device)
     start_epoch, best_top1, best_epoch, prior_wall = 0, 0.0, 0, 0.0
@@ -321,7 +323,8 @@ def main(args):
     eval_model = torch.compile(student) if args.compile else student
     log = RunLog(run_dir, args, master, start_epoch)
     if master:
-        print(f"run dir: {run_dir}  ({dist.world_size} process(es) on {device}, {len(train_loader)} steps/epoch)")
+        print(f"run dir: {run_dir}  ({dist.world_size} process(es) on {device}, {torch.get_num_threads()} CPU "
+              f"thread(s) each, {len(train_loader)} steps/epoch)")
 
     criterion = nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
     groups = stage_modules(model, args.model)
@@ -370,7 +373,7 @@ def main(args):
         zero = torch.zeros((), device=device)  # the loss term a phase does not compute
         throughput.start()
         bar = tqdm(throughput.timed(train_loader), total=len(train_loader),
-                   desc=f"epoch {epoch + 1}/{args.epochs} stage {stage}", disable=not master, leave=False)
+                   desc=f"epoch {epoch + 1}/{args.epochs} stage {stage}", disable=not (master and sys.stdout.isatty()), leave=False)
         for images, labels in bar:
             # ALGO LOGIC: one training step
             images = images.contiguous(memory_format=memory_format)
@@ -404,6 +407,8 @@ def main(args):
             throughput.step(len(images) * dist.world_size)
             if step % args.log_interval == 0 and master:  # the only host syncs in the loop
                 bar.set_postfix(loss=f"{loss.item():.3f}")
+                if bar.disable:  # no progress bar in a redirected log: one line per interval instead
+                    print(f"epoch {epoch + 1} step {step}  loss {loss.item():.4f}", flush=True)
                 log.scalars(step, {"losses/stage": loss_stage.item(), "losses/total": loss.item(),
                                    "charts/lr": scheduler.get_last_lr()[0], "charts/stage": stage,
                                    **({"losses/ce": loss_ce.item()} if has_logits else {})})

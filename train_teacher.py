@@ -9,6 +9,7 @@ TensorBoard events; the last stdout line is `FINAL top1=... top5=... best_top1=.
 """
 import argparse
 import os
+import sys
 import time
 
 import torch
@@ -20,7 +21,7 @@ from common import UserError
 from common.data import DATASETS, build_loaders
 from common.models import MODEL_NAMES, create_model
 from common.utils import (RunLog, Throughput, all_reduce_sum, autocast_context, build_optimizer, build_scheduler,
-                          cleanup_distributed, evaluate, find_resume, grad_scaler, init_from, load_checkpoint, new_run_dir,
+                          cleanup_distributed, evaluate, evaluate_checkpoint, find_resume, grad_scaler, init_from, load_checkpoint, new_run_dir,
                           rng_state, save_checkpoint, seed_everything, set_rng_state, setup_distributed, user_errors)
 
 
@@ -32,7 +33,7 @@ def parse_args(argv=None):
     data.add_argument("--data-dir", default="data", help="where the data set lives on disk")
     data.add_argument("--download", action="store_true", help="fetch CIFAR into --data-dir if missing")
     data.add_argument("--train-fraction", type=float, default=1.0, help="keep this stratified fraction of train")
-    data.add_argument("--image-size", type=int, default=224, help="crop size for image-file and fake data")
+    data.add_argument("--image-size", type=int, default=None, help="crop size (default: 224 for image files, 32 for fake data)")
     data.add_argument("--val-resize", type=int, default=256, help="val: resize shorter side, then centre crop")
     data.add_argument("--num-classes", type=int, default=1000, help="class count of --dataset fake")
     data.add_argument("--loader", default="auto", choices=["auto", "tensor", "dali", "torch"],
@@ -76,6 +77,8 @@ def parse_args(argv=None):
                        help="torch.compile the model; on CPU 1.04x the images/s "
                             "after 10-20 s of compiling (docs/performance.md)")
     speed.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="training device")
+    speed.add_argument("--threads", type=int, default=0,
+                       help="CPU threads per process; 0: OMP_NUM_THREADS if set, else the CPUs free when the run starts")
     run = parser.add_argument_group("run")
     run.add_argument("--seed", type=int, default=0, help="random seed")
     run.add_argument("--exp-name", default=os.path.basename(__file__)[:-3], help="experiment name")
@@ -90,7 +93,7 @@ def parse_args(argv=None):
 @user_errors
 def main(args):
     started = time.time()
-    dist = setup_distributed(args.device, args.batch_size)
+    dist = setup_distributed(args.device, args.batch_size, args.threads)
     device, master = dist.device, dist.is_master
     seed_everything(args.seed, dist.rank)
     resume_path = find_resume(args.resume, args.out_dir, args.exp_name)
@@ -98,6 +101,11 @@ def main(args):
     if args.evaluate and checkpoint is None:
         raise UserError("--evaluate needs a checkpoint: pass --resume PATH")
     train_loader, val_loader, num_classes, _ = build_loaders(args, device, dist.rank, dist.world_size)
+    if args.evaluate:  # the checkpoint's own network, whatever --model says; no teacher needed
+        metrics = evaluate_checkpoint(checkpoint, num_classes, val_loader, args, device)
+        if master:
+            print(f"FINAL top1={metrics['top1']:.2f} top5={metrics['top5']:.2f} best_top1={checkpoint['best_top1']:.2f}")
+        return cleanup_distributed()
 
     model = create_model(args.model, num_classes, args.pretrained, args.zero_init_residual)
     if args.init_from:
@@ -110,12 +118,6 @@ def main(args):
     memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
     model.to(device, memory_format=memory_format)
     autocast = autocast_context(args.amp, device)
-
-    if args.evaluate:
-        metrics = evaluate(model, val_loader, autocast, device, memory_format)
-        if master:
-            print(f"FINAL top1={metrics['top1']:.2f} top5={metrics['top5']:.2f} best_top1={checkpoint['best_top1']:.2f}")
-        return cleanup_distributed()
 
     optimizer = build_optimizer(args, model.parameters())
     scheduler = build_scheduler(args, optimizer, len(train_loader))
@@ -142,7 +144,8 @@ def main(args):
         if dist.world_size > 1 else eval_model
     log = RunLog(run_dir, args, master, start_epoch)
     if master:
-        print(f"run dir: {run_dir}  ({dist.world_size} process(es) on {device}, {len(train_loader)} steps/epoch)")
+        print(f"run dir: {run_dir}  ({dist.world_size} process(es) on {device}, {torch.get_num_threads()} CPU "
+              f"thread(s) each, {len(train_loader)} steps/epoch)")
 
     # ALGO LOGIC: the loss
     criterion = nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
@@ -159,7 +162,7 @@ def main(args):
         loss_sum, epoch_steps = torch.zeros((), device=device), 0
         throughput.start()
         bar = tqdm(throughput.timed(train_loader), total=len(train_loader), desc=f"epoch {epoch + 1}/{args.epochs}",
-                   disable=not master, leave=False)
+                   disable=not (master and sys.stdout.isatty()), leave=False)
         for images, labels in bar:
             # ALGO LOGIC: one training step
             with autocast:
@@ -176,6 +179,8 @@ def main(args):
             throughput.step(len(images) * dist.world_size)
             if step % args.log_interval == 0 and master:  # the only host syncs in the loop
                 bar.set_postfix(loss=f"{loss.item():.3f}")
+                if bar.disable:  # no progress bar in a redirected log: one line per interval instead
+                    print(f"epoch {epoch + 1} step {step}  loss {loss.item():.4f}", flush=True)
                 log.scalars(step, {"losses/total": loss.item(), "charts/lr": scheduler.get_last_lr()[0]})
             if args.max_steps and step >= args.max_steps:
                 break

@@ -28,6 +28,7 @@ import torch
 from PIL import Image
 
 from common import UserError
+from common.models import CIFAR_MODELS
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 CIFAR_STATS = {
@@ -599,6 +600,14 @@ def dali_available():
 
 
 # ---------------------------------------------------------------- entry point
+def check_model_fits(args):
+    """A CIFAR network keeps full resolution through its first stage: large images would need tens of GB."""
+    if getattr(args, "model", None) in CIFAR_MODELS and args.image_size > 64:
+        raise DataError(f"--model {args.model} is a CIFAR network (no downsampling stem): {args.image_size}x"
+                        f"{args.image_size} images need tens of GB of activations; use --image-size 64 or less, "
+                        "or an ImageNet model (resnet18, sw_resnet18, ...)")
+
+
 def build_loaders(args, device, rank=0, world_size=1):
     """Returns (train_loader, val_loader, num_classes, image_shape) for `args.dataset`, augmented as
     `args.augment` says; under `args.eval_on == "heldout"` the val loader reads the training images
@@ -607,10 +616,14 @@ def build_loaders(args, device, rank=0, world_size=1):
     name = args.dataset
     if name not in DATASETS:
         raise DataError(f"unknown data set '{name}'; choose one of: {', '.join(DATASETS)}")
+    if args.image_size is None:  # what the default models fit on a CPU: CIFAR networks at 32, ImageNet ones at 224
+        args.image_size = 32 if name == "fake" else 224
     eval_on = getattr(args, "eval_on", "val")
     if eval_on not in EVAL_SETS:
         raise DataError(f"unknown --eval-on '{eval_on}'; choose one of: {', '.join(EVAL_SETS)}")
     recipe = resolve_augment(getattr(args, "augment", "auto"), name)
+    if name == "fake":
+        check_model_fits(args)
     if name in TENSOR_DATASETS:
         if args.loader not in ("auto", "tensor"):
             raise DataError(f"{name} is held in memory: use --loader tensor (or auto), not {args.loader}")
@@ -643,6 +656,7 @@ def build_loaders(args, device, rank=0, world_size=1):
         return train, val, num_classes, (3,) + tuple(x_train.shape[1:3])
 
     train_samples, val_samples, num_classes = file_dataset(name, args.data_dir)
+    check_model_fits(args)
     keep, heldout = split_training_set([label for _, label in train_samples], args.train_fraction, eval_on)
     if heldout is not None:
         val_samples = [train_samples[i] for i in heldout]

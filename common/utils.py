@@ -45,12 +45,16 @@ class Dist:
         return self.rank == 0
 
 
-def setup_distributed(device_arg, batch_size):
-    """Reads torchrun's RANK / LOCAL_RANK / WORLD_SIZE; NCCL on GPU, gloo on CPU."""
+def setup_distributed(device_arg, batch_size, threads=0):
+    """Reads torchrun's RANK / LOCAL_RANK / WORLD_SIZE; NCCL on GPU, gloo on CPU. Sets the CPU threads
+    of this process (`--threads`, see `free_cpu_threads`)."""
     rank, local_rank = int(os.environ.get("RANK", 0)), int(os.environ.get("LOCAL_RANK", 0))
     world_size = int(os.environ.get("WORLD_SIZE", 1))
     if batch_size % world_size:
         raise UserError(f"--batch-size {batch_size} is global and must divide by the world size {world_size}")
+    if threads < 0:
+        raise UserError(f"--threads {threads}: give a thread count, or 0 to use the CPUs that are free")
+    torch.set_num_threads(threads or free_cpu_threads(world_size))
     if device_arg == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda was given but no CUDA device is available")
     use_cuda = device_arg == "cuda" or (device_arg == "auto" and torch.cuda.is_available())
@@ -64,6 +68,28 @@ def setup_distributed(device_arg, batch_size):
     if world_size > 1:
         torch_dist.init_process_group("nccl" if use_cuda else "gloo", device_id=device if use_cuda else None)
     return Dist(rank, local_rank, world_size, device)
+
+
+def free_cpu_threads(world_size=1, interval=0.25):
+    """OMP_NUM_THREADS when set (torchrun sets 1); else the CPUs of this process that were idle over
+    the last `interval` seconds (/proc/stat; the 1-minute load average elsewhere), shared among the
+    ranks. On a shared 2-core machine, 2 threads beside another job ran a step 21-42x slower than 1:
+    OpenMP threads that wait for a busy core spin."""
+    if os.environ.get("OMP_NUM_THREADS"):
+        return torch.get_num_threads()
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    try:
+        def idle_and_total():
+            with open("/proc/stat") as f:
+                ticks = [float(t) for t in f.readline().split()[1:]]
+            return ticks[3] + ticks[4], sum(ticks)  # idle + iowait, all
+        idle, total = idle_and_total()
+        time.sleep(interval)
+        idle_now, total_now = idle_and_total()
+        free = cpus * (idle_now - idle) / max(total_now - total, 1.0)
+    except (OSError, IndexError, ValueError):
+        free = cpus - (os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0)
+    return max(1, int(free + 0.5) // world_size)
 
 
 def keep_freed_memory():
@@ -217,6 +243,20 @@ class Throughput:
     @property
     def wait_fraction(self):
         return self.wait / self.seconds if self.seconds else 0.0
+
+
+def evaluate_checkpoint(checkpoint, num_classes, val_loader, args, device):
+    """`--evaluate`: the network the checkpoint holds (its own architecture, whatever --model says) on
+    the validation split, in the run's precision and memory format; no teacher is needed."""
+    from common.models import create_model
+    if checkpoint["num_classes"] != num_classes:
+        raise UserError(f"the checkpoint holds {checkpoint['model_name']} with {checkpoint['num_classes']} classes "
+                        f"but {args.dataset} has {num_classes}")
+    model = create_model(checkpoint["model_name"], num_classes)
+    model.load_state_dict(checkpoint["model"])
+    memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
+    model.to(device, memory_format=memory_format)
+    return evaluate(model, val_loader, autocast_context(args.amp, device), device, memory_format)
 
 
 # ---------------------------------------------------------------- checkpoints

@@ -88,6 +88,7 @@ def test_attention_transfer_with_soft_targets(make_teacher, tmp_path):
     result = run_script("kd_at.py", "--model", "resnet8", "--teacher", teacher, "--out-dir", tmp_path,
                         "--kd-weight", "0.9", "--temperature", "4", "--at-weight", "1000", *QUICK)  # seed 001's AT+ST
     run_dir, results, metrics = assert_run_outputs(result, tmp_path, teacher, "at_st")
+    assert run_dir.name.startswith("kd_at_st__")  # AT and AT+ST runs get different default names
     epoch = metrics[0]
     assert epoch["loss_kd"] > 0 and epoch["train_loss"] == pytest.approx(
         1.0 * epoch["loss_ce"] + 0.9 * epoch["loss_kd"] + 1000 * epoch["loss_at"], rel=1e-4)

@@ -239,6 +239,7 @@ def test_simultaneous_end_to_end(phase_runs, tmp_path):
                         "--simultaneous", "--epochs", "1")
     run_dir, results, metrics = assert_run_outputs(result, tmp_path, phase_runs.teacher, "simultaneous",
                                                    model="wrn_16_2")
+    assert run_dir.name.startswith("kd_stagewise_simultaneous__")  # not the stage-wise runs' name
     assert results["epochs"] == 1 and metrics[0]["stage"] == -1 and metrics[0]["val_stage_loss"] is None
     # (CE + the 4 maps' MSE) / 5
     assert metrics[0]["train_loss"] == pytest.approx((metrics[0]["loss_ce"] + metrics[0]["loss_stage"]) / 5)

@@ -113,6 +113,8 @@ def test_fake_data_with_amp_and_channels_last(tmp_path):
     (["--batch-size", "63"], {"WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0"}, ["--batch-size 63", "world size 2"]),
     (["--resume", "/no/such/last.pt"], {}, ["/no/such/last.pt does not exist"]),
     (["--evaluate"], {}, ["--resume"]),
+    (["--dataset", "fake", "--image-size", "224"], {}, ["resnet8 is a CIFAR network", "--image-size 64"]),
+    (["--threads", "-1"], {}, ["--threads -1"]),
 ])
 def test_bad_input_is_one_clear_line(tmp_path, args, env, words):
     existing = tmp_path / "train_teacher__digits__resnet8__seed0__earlier"
@@ -163,3 +165,47 @@ def test_zero_init_residual_is_a_flag_off_by_default():
     assert create_model("resnet18", 10, zero_init_residual=True).layer1[0].bn2.weight.eq(0).all()
     with pytest.raises(UserError, match="ResNets only"):
         create_model("wrn_16_2", 10, zero_init_residual=True)
+
+
+def test_evaluate_takes_the_network_from_the_checkpoint_and_needs_no_teacher(tmp_path, make_teacher):
+    checkpoint = make_teacher("resnet8")
+    expected = f"top1={torch.load(checkpoint, weights_only=False)['top1']:.2f} "
+    # --model stays at its default (resnet56 / resnet20) and kd_st.py gets no --teacher
+    for script in ("train_teacher.py", "kd_st.py"):
+        result = run_script(script, "--resume", checkpoint, "--evaluate", "--out-dir", tmp_path)
+        assert result.stdout.strip().splitlines()[-1].startswith(f"FINAL {expected}"), (script, result.stdout)
+        assert "teacher" not in result.stdout
+    assert run_dirs(tmp_path) == []
+
+
+def test_fake_data_defaults_fit_the_default_model(tmp_path):
+    result = run_script("train_teacher.py", "--dataset", "fake", "--model", "resnet8", "--epochs", "1", "--max-steps", "2",
+                        "--out-dir", tmp_path)
+    run_dir, _ = only_run(tmp_path)
+    assert json.loads((run_dir / "args.json").read_text())["image_size"] == 32 and "FINAL" in result.stdout
+
+
+def test_threads_and_a_plain_log_when_stdout_is_not_a_terminal(tmp_path):
+    result = run_script("train_teacher.py", "--model", "resnet8", "--threads", "1", "--log-interval", "5", *QUICK[:4],
+                        "--out-dir", tmp_path)
+    assert "1 CPU thread(s) each" in result.stdout
+    assert "\r" not in result.stdout + result.stderr  # no progress bar in a captured log
+    assert "epoch 1 step 5  loss " in result.stdout  # one line per log interval instead
+
+
+def test_free_cpu_threads_leaves_busy_cores_alone(monkeypatch):
+    import os
+    import subprocess
+    import sys
+    from common.utils import free_cpu_threads
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    torch.set_num_threads(3)
+    assert free_cpu_threads() == 3  # the user's (or torchrun's) choice wins
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    cpus = len(os.sched_getaffinity(0))
+    spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(cpus)]
+    try:
+        assert free_cpu_threads(interval=0.5) == 1  # every core busy: one thread, never zero
+    finally:
+        for spinner in spinners:
+            spinner.kill()
