@@ -41,10 +41,13 @@ for fraction in 1.0 0.25; do
   run "at_st_$fraction" "$PYTHON" kd_at.py --teacher "$teacher" --at-weight 50 --kd-weight 0.9 --exp-name kd_at_st \
     "${student[@]}" --epochs "$EPOCHS"
   run "fsp_$fraction" "$PYTHON" kd_fsp.py --teacher "$teacher" "${student[@]}" --epochs "$EPOCHS"
-  # stage-wise: 4 feature maps (stem + 3 stages) + classifier, 30 epochs as the others; a quarter of
-  # the data gives 5 steps an epoch, so longer phases
-  phases=(--stage-epochs 6 --classifier-epochs 6)
-  [[ $fraction == 0.25 ]] && phases=(--stage-epochs 12 --classifier-epochs 16)
+  # stage-wise: 4 feature maps (stem + 3 stages) + classifier in EPOCHS epochs as the others; a quarter
+  # of the data gives 5 steps an epoch, so twice as many there
+  budget=$EPOCHS
+  [[ $fraction == 0.25 ]] && budget=$((2 * EPOCHS))
+  stage_epochs=$(( budget / 5 > 0 ? budget / 5 : 1 ))
+  classifier_epochs=$(( budget - 4 * stage_epochs > 0 ? budget - 4 * stage_epochs : 1 ))
+  phases=(--stage-epochs "$stage_epochs" --classifier-epochs "$classifier_epochs")
   run "stagewise_$fraction" "$PYTHON" kd_stagewise.py --teacher "$teacher" "${phases[@]}" "${student[@]}"
 done
 
