@@ -2,7 +2,7 @@
 # Quick start on the embedded digits data set (CPU is enough): a resnet56 teacher, a resnet20
 # no-teacher baseline, and the same resnet20 distilled with every method, on all of the training
 # data and on 1/4 of it (where distillation matters most); then a table made by scripts/report.py.
-#   bash scripts/quickstart.sh                 # about 4 minutes on a 2-core CPU
+#   bash scripts/quickstart.sh                 # 5-11 minutes on a 2-core CPU
 #   OUT_DIR=runs/qs EPOCHS=30 bash scripts/quickstart.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,6 +12,9 @@ EPOCHS="${EPOCHS:-30}"
 TEACHER="${TEACHER:-resnet56}"
 STUDENT="${STUDENT:-resnet20}"
 started=$SECONDS
+# zero-init residual blocks for a ResNet teacher: resnet56 reaches 99.2 % on digits with it, 97.5-97.8 % without
+zero_init=()
+[[ $TEACHER == resnet* ]] && zero_init=(--zero-init-residual)
 
 run() {  # print, then run quietly: the per-epoch lines go to the run's log
   local log="$OUT_DIR/logs/$1.log"
@@ -29,7 +32,8 @@ for fraction in 1.0 0.25; do
   out="$OUT_DIR/fraction$fraction"
   common=(--dataset digits --train-fraction "$fraction" --out-dir "$out")
   echo "== digits, train fraction $fraction =="
-  run "teacher_$fraction" "$PYTHON" train_teacher.py --model "$TEACHER" --exp-name teacher --epochs "$EPOCHS" "${common[@]}"
+  run "teacher_$fraction" "$PYTHON" train_teacher.py --model "$TEACHER" "${zero_init[@]}" --exp-name teacher \
+    --epochs "$EPOCHS" "${common[@]}"
   teacher=$(ls -td "$out"/teacher__*/ | head -n 1)best.pt
   student=(--model "$STUDENT" "${common[@]}")
   run "baseline_$fraction" "$PYTHON" train_teacher.py "${student[@]}" --epochs "$EPOCHS" --exp-name baseline
