@@ -6,7 +6,8 @@
 Reads every results.json under RUNS_DIR (with the args.json and metrics.jsonl beside it). Runs that
 differ only in seed, output paths or experiment name form one group; a group is keyed by data set,
 student, teacher, method and every other argument (temperature, loss weights, label smoothing, train
-fraction, LR schedule, ...), the teacher's label smoothing, the experiment an --init-from run came
+fraction, LR schedule, ...), the teacher checkpoint's run (students of two teachers are never seeds of
+one row; the teacher's top-1 has a column), the teacher's label smoothing, the experiment an --init-from run came
 from and the version of Imagenette/Imagewoof (from the name of --data-dir: imagenette/ is 1,
 imagenette2/ is 2). The "setting" column shows the arguments that vary between the groups of
 one data set and method. For each group: last-epoch and best-epoch top-1 and top-5 (mean ± sample
@@ -196,14 +197,13 @@ def load_runs(runs_dir):
         metrics = [json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()] \
             if metrics_path.exists() else []
         setting = {k: tuple(v) if isinstance(v, list) else v for k, v in args.items() if k not in IGNORED_ARGS}
-        if args.get("teacher"):  # the teacher's own label smoothing tells seed 000's two teachers apart
+        if args.get("teacher"):
             teacher_run = Path(args["teacher"]).parent
+            setting["teacher_run"] = teacher_run.name  # students of two teachers are two experiments, not two seeds
             teacher_args = json.loads((teacher_run / "args.json").read_text()) if (teacher_run / "args.json").exists() \
                 else args_by_name.get(teacher_run.name)
-            if teacher_args is not None:
+            if teacher_args is not None:  # the teacher's own label smoothing tells seed 000's two teachers apart
                 setting["teacher_label_smoothing"] = teacher_args.get("label_smoothing", 0.0)
-            else:  # teacher run not found: its experiment name still separates different teachers
-                setting["teacher_exp"] = teacher_run.name.split("__")[0]
         elif args.get("teacher_model") and args.get("teacher_pretrained"):
             setting["teacher_label_smoothing"] = 0.0  # torchvision's ImageNet weights (V1) were trained without it
         if args.get("init_from"):  # the experiment of the run whose weights this one started from
@@ -263,6 +263,7 @@ def summarise(runs):
     for name, values in stats.items():
         group[name], group[name + "_std"] = _mean_std(values)
     group["seeds"] = len(runs)
+    group["teacher_top1"] = _mean_std([r["results"].get("teacher_top1", math.nan) for r in runs])[0]
     group["wall_time_s"] = statistics.fmean(r["results"].get("wall_time_s", math.nan) for r in runs)
     group["curves"] = [[(m["epoch"], m["top1"]) for m in r["metrics"]] for r in runs]
     return group
@@ -296,7 +297,8 @@ def describe_settings(groups):
         by_block[group["dataset"], group["method"]].append(group)
     for block in by_block.values():
         keys = sorted({k for g in block for k in g["args"]})
-        varying = [k for k in keys if len({repr(g["args"].get(k)) for g in block}) > 1]
+        # the teacher run's name is long and says little; its top-1 has a column of its own
+        varying = [k for k in keys if k != "teacher_run" and len({repr(g["args"].get(k)) for g in block}) > 1]
         for group in block:
             group["setting"] = " ".join(f"{k}={_short(group['args'][k])}" for k in varying if k in group["args"])
 
@@ -322,12 +324,12 @@ def _duration(seconds):
 
 def compact_markdown(groups):
     """The quick start's table: one line per method, top-1 of the last epoch and its change."""
-    header = ["data set", "train fraction", "student", "teacher", "method", "setting", "top-1", "Δ vs baseline",
-              "wall time"]
+    header = ["data set", "train fraction", "student", "teacher", "teacher top-1", "method", "setting", "top-1",
+              "Δ vs baseline", "wall time"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for g in groups:
         cells = [g["dataset"], f"{g['args'].get('train_fraction', 1.0):g}", g["student"], g["teacher"] or "–",
-                 g["method"], g["setting"] or "–", _pm(g["top1_last"], g["top1_last_std"]),
+                 _pm(g["teacher_top1"], math.nan), g["method"], g["setting"] or "–", _pm(g["top1_last"], g["top1_last_std"]),
                  _delta(g["delta_last"], bool(g["baseline_differs"])), _duration(g["wall_time_s"])]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "top-1: val accuracy (%) at the last epoch; Δ: against the no-teacher baseline of the same "
@@ -354,14 +356,15 @@ def reference_cells(group):
 
 
 def markdown(groups, with_reference):
-    header = ["data set", "student", "teacher", "method", "setting", "seeds", "top-1 last", "top-1 best",
+    header = ["data set", "student", "teacher", "teacher top-1", "method", "setting", "seeds", "top-1 last", "top-1 best",
               "top-5 last", "top-5 best", "Δ top-1 last", "Δ top-1 best", "wall time"]
     if with_reference:
         header += ["published top-1", "published epoch", "ours, same epoch", "ours - published", "source"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for g in groups:
         dagger = bool(g["baseline_differs"])
-        cells = [g["dataset"], g["student"], g["teacher"] or "–", g["method"], g["setting"] or "–", str(g["seeds"]),
+        cells = [g["dataset"], g["student"], g["teacher"] or "–", _pm(g["teacher_top1"], math.nan), g["method"],
+                 g["setting"] or "–", str(g["seeds"]),
                  _pm(g["top1_last"], g["top1_last_std"]), _pm(g["top1_best"], g["top1_best_std"]),
                  _pm(g["top5_last"], g["top5_last_std"]), _pm(g["top5_best"], g["top5_best_std"]),
                  _delta(g["delta_last"], dagger), _delta(g["delta_best"], dagger), _duration(g["wall_time_s"])]
@@ -379,7 +382,7 @@ def markdown(groups, with_reference):
 
 
 def write_csv(groups, path, with_reference):
-    fields = ["dataset", "student", "teacher", "method", "setting", "seeds"] + \
+    fields = ["dataset", "student", "teacher", "teacher_top1", "method", "setting", "seeds"] + \
              [f"{name}{suffix}" for name in ("top1_last", "top1_best", "top5_last", "top5_best") for suffix in ("", "_std")] + \
              ["delta_last", "delta_best", "baseline_differs", "wall_time_s"]
     if with_reference:

@@ -226,3 +226,23 @@ def test_other_loss_weights_or_data_version_find_no_seed_number(seed_rows, name)
     weight 1 instead of 1 - alpha: not the seeds' experiments, so no published number beside them."""
     row = seed_rows[name]
     assert row["reference_top1"] == row["reference_epoch"] == row["reference_ours"] == row["reference_gap"] == ""
+
+
+def test_students_of_different_teachers_are_different_rows(tmp_path):
+    """Two teacher checkpoints of one architecture (a 99.4 % and an 89.2 % one): not one row with the seed twice."""
+    for name, top1 in (("teacher__digits__resnet56__seed0__1", 99.4), ("teacher__digits__resnet56__seed0__2", 89.2)):
+        teacher = write_run(tmp_path, name, {"model": "resnet56", "seed": 0, "dataset": "digits"}, "baseline",
+                            [(top1, 100.0)]) / "best.pt"
+        run = write_run(tmp_path, f"kd_st__digits__resnet20__seed0__{name[-1]}",
+                        {"model": "resnet20", "seed": 0, "dataset": "digits", "teacher": str(teacher)}, "st",
+                        [(90.0, 99.0)], teacher="resnet56")
+        results = json.loads((run / "results.json").read_text())
+        (run / "results.json").write_text(json.dumps({**results, "teacher_top1": top1}))
+    groups = report_module.group_runs(report_module.load_runs(tmp_path))
+    students = [g for g in groups if g["method"] == "st"]
+    assert sorted(g["teacher_top1"] for g in students) == [89.2, 99.4] and all(g["seeds"] == 1 for g in students)
+    report_module.attach_baselines(groups)
+    report_module.describe_settings(groups)
+    table = report_module.compact_markdown(groups)
+    assert "| teacher top-1 |" in table and "| 89.20 |" in table and "| 99.40 |" in table
+    assert "teacher_run" not in table  # the run's name stays out of the setting column
