@@ -16,7 +16,8 @@ no-teacher baseline (method "baseline", train_teacher.py) of the same student, d
 fraction; where several baselines qualify, the one whose arguments differ least, marked † when its
 recipe differs. --reference adds the published top-1 beside ours (REFERENCES below), with the epoch
 it reports (best or last) and ours at that same epoch.
-Plots: validation top-1 per epoch, one PNG per (data set, student, train fraction), one line per group.
+Plots: validation top-1 against the fraction of training done, zoomed on the last tenth of training,
+one PNG per (data set, student, train fraction), one line per group, the legend outside the axes.
 """
 import argparse
 import csv
@@ -32,7 +33,6 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 # Arguments that never make two runs different experiments: seed, names, paths, logging, hardware.
 # Paths (data_dir, teacher, init_from) are replaced by what they say about the experiment: the data
@@ -397,27 +397,45 @@ def write_csv(groups, path, with_reference):
             writer.writerow({k: "" if isinstance(v, float) and math.isnan(v) else v for k, v in row.items()})
 
 
+LINE_STYLES = ["-", "--", ":", "-."]
+
+
+def zoomed_ylim(values, margin=0.5):
+    """Top-1 limits that show the differences: from the lowest value of the last tenth of training
+    (earlier epochs, or a stage-wise run's feature phases, would stretch the axis to 0-100) to the
+    highest, plus a margin."""
+    if not values:
+        return 0.0, 100.0
+    return max(0.0, min(values) - margin), min(100.0, max(values) + margin)
+
+
 def plot_curves(groups, out_dir):
-    """One PNG per (data set, student, train fraction); one line per group, the mean over its seeds."""
+    """One PNG per (data set, student, train fraction); one line per group, the mean over its seeds,
+    against the fraction of training done (runs of different lengths share the x-axis). Colours
+    cycle through 10, line styles change every 10 lines; the legend sits outside the axes."""
     panels = defaultdict(list)
     for g in groups:
         panels[g["dataset"], g["student"], g["args"].get("train_fraction", 1.0)].append(g)
     paths = []
     for (dataset, student, fraction), members in panels.items():
-        fig, ax = plt.subplots(figsize=(7, 4.5))
-        for g in members:
+        fig, ax = plt.subplots(figsize=(10, 4.5))
+        later = []  # top-1 of the last tenth of each curve: what the y-axis zooms on
+        for index, g in enumerate(members):
             per_epoch = defaultdict(list)
             for curve in g["curves"]:
                 for epoch, top1 in curve:
                     per_epoch[epoch].append(top1)
             if per_epoch:
                 epochs = sorted(per_epoch)
+                top1 = [statistics.fmean(per_epoch[e]) for e in epochs]
+                later += top1[-max(1, len(top1) // 10):]
                 label = " ".join(filter(None, [g["method"], f"({g['teacher']})" if g["teacher"] else "", g["setting"]]))
-                ax.plot(epochs, [statistics.fmean(per_epoch[e]) for e in epochs], label=label)
-        ax.set(xlabel="epoch", ylabel="val top-1 (%)", title=f"{dataset}, {student}, train fraction {fraction}")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+                ax.plot([e / epochs[-1] for e in epochs], top1, label=label, color=f"C{index % 10}",
+                        linestyle=LINE_STYLES[index // 10 % len(LINE_STYLES)])
+        ax.set(xlabel="fraction of training", ylabel="val top-1 (%)", ylim=zoomed_ylim(later), xlim=(0, 1),
+               title=f"{dataset}, {student}, train fraction {fraction}")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1), borderaxespad=0)
         path = Path(out_dir) / re.sub(r"[^\w.-]", "_", f"curves_{dataset}_{student}_frac{fraction}.png")
         fig.tight_layout()
         fig.savefig(path, dpi=100)

@@ -246,3 +246,9 @@ def test_students_of_different_teachers_are_different_rows(tmp_path):
     table = report_module.compact_markdown(groups)
     assert "| teacher top-1 |" in table and "| 89.20 |" in table and "| 99.40 |" in table
     assert "teacher_run" not in table  # the run's name stays out of the setting column
+
+
+def test_plot_axis_zooms_on_the_end_of_training():
+    assert report_module.zoomed_ylim([92.0, 96.5, 95.0]) == (91.5, 97.0)  # not 0-100: the differences show
+    assert report_module.zoomed_ylim([99.8]) == (99.3, 100.0) and report_module.zoomed_ylim([]) == (0.0, 100.0)
+    assert len(report_module.LINE_STYLES) > 1  # past 10 lines the colours repeat, the line style does not
