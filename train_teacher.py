@@ -21,8 +21,9 @@ from common import UserError
 from common.data import DATASETS, build_loaders
 from common.models import MODEL_NAMES, create_model
 from common.utils import (RunLog, Throughput, all_reduce_sum, autocast_context, build_optimizer, build_scheduler,
-                          cleanup_distributed, evaluate, evaluate_checkpoint, find_resume, grad_scaler, init_from, load_checkpoint, new_run_dir,
-                          rng_state, save_checkpoint, seed_everything, set_rng_state, setup_distributed, user_errors)
+                          cleanup_distributed, evaluate, evaluate_checkpoint, find_resume, grad_scaler, init_from,
+                          load_checkpoint, new_run_dir, rng_state, save_checkpoint, seed_everything, set_rng_state,
+                          setup_distributed, user_errors)
 
 
 def parse_args(argv=None):
@@ -37,7 +38,7 @@ def parse_args(argv=None):
     data.add_argument("--val-resize", type=int, default=256, help="val: resize shorter side, then centre crop")
     data.add_argument("--num-classes", type=int, default=1000, help="class count of --dataset fake")
     data.add_argument("--loader", default="auto", choices=["auto", "tensor", "dali", "torch"],
-                      help="auto: tensor for digits/CIFAR/fake; for image files DALI (2.5x the DataLoader's "
+                      help="auto: tensor for digits/CIFAR/fake; for image files DALI (1.9-2.5x the DataLoader's "
                            "images/s on CPU), or torch when DALI is not installed")
     data.add_argument("--workers", type=int, default=4, help="DALI threads or DataLoader processes per rank")
     data.add_argument("--augment", default="auto", choices=["auto", "standard", "reflect", "cub", "fastai"],
