@@ -39,8 +39,7 @@ for fraction in 1.0 0.25; do
   run "baseline_$fraction" "$PYTHON" train_teacher.py "${student[@]}" --epochs "$EPOCHS" --exp-name baseline
   run "st_$fraction" "$PYTHON" kd_st.py --teacher "$teacher" "${student[@]}" --epochs "$EPOCHS"
   run "logit_$fraction" "$PYTHON" kd_logit.py --teacher "$teacher" "${student[@]}" --epochs "$EPOCHS"
-  # AT's default weight 1000 is tuned for CIFAR's 32x32 maps; its loss is a mean over positions, so
-  # digits' 8x8 maps weigh 16x more per stage: 50 is about the same strength (1000 / 16 = 62)
+  # AT's weight for digits' 8x8 maps (its default; CIFAR's 32x32 maps take 1000), written out as a reminder
   run "at_$fraction" "$PYTHON" kd_at.py --teacher "$teacher" --at-weight 50 "${student[@]}" --epochs "$EPOCHS"
   run "at_st_$fraction" "$PYTHON" kd_at.py --teacher "$teacher" --at-weight 50 --kd-weight 0.9 --exp-name kd_at_st \
     "${student[@]}" --epochs "$EPOCHS"
