@@ -276,10 +276,26 @@ def set_rng_state(state):
 
 
 def save_checkpoint(path, state):
-    """Write to a temporary file, then rename: a crash never leaves a half-written checkpoint."""
+    """Write to a temporary file, then rename: a crash never leaves a half-written checkpoint. The
+    temporaries that a killed run or a full disk left behind are removed first."""
+    for stale in glob.glob(glob.escape(path) + ".tmp*"):
+        os.remove(stale)
     tmp = f"{path}.tmp{os.getpid()}"
-    torch.save(state, tmp)
+    try:
+        torch.save(state, tmp)
+    except (OSError, RuntimeError) as err:  # a full disk surfaces as either
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise UserError(f"could not write {path} ({err}); free disk space and continue with --resume auto") from None
     os.replace(tmp, path)
+
+
+def save_epoch(run_dir, state, is_best):
+    """best.pt before last.pt: a run killed between the two writes resumes from the older last.pt,
+    and trains the epoch again, so the pair never disagrees."""
+    if is_best:
+        save_checkpoint(os.path.join(run_dir, "best.pt"), state)
+    save_checkpoint(os.path.join(run_dir, "last.pt"), state)
 
 
 def load_checkpoint(path):
@@ -311,12 +327,103 @@ def init_from(model, model_name, path):
     return fresh
 
 
-def find_resume(resume, out_dir, exp_name):
-    """`--resume auto`: the newest last.pt of this experiment; None when there is none yet."""
-    if resume != "auto":
-        return resume
-    candidates = glob.glob(os.path.join(out_dir, f"{exp_name}__*", "last.pt"))
-    return max(candidates, key=os.path.getmtime) if candidates else None
+# flags that change how fast a run goes or where it writes, not what it trains: a resume may change them
+MAY_CHANGE_ON_RESUME = {"resume", "evaluate", "epochs", "max_steps", "workers", "threads", "log_interval", "device",
+                        "compile", "channels_last", "loader", "out_dir", "data_dir", "download", "exp_name"}
+
+
+def changed_settings(saved, args):
+    """{flag: (saved, now)} of the flags that differ, leaving out those a resume may change."""
+    now = vars(args)
+    return {key: (saved.get(key), now.get(key)) for key in sorted(set(saved) | set(now))
+            if key not in MAY_CHANGE_ON_RESUME and saved.get(key) != now.get(key)}
+
+
+def resume_mismatch(checkpoint, args, method):
+    """Why `checkpoint` is not a run that this command may continue, or None."""
+    if checkpoint.get("method") != method or "trainable" not in checkpoint:
+        return f"it is not a {method} run of this version (method: {checkpoint.get('method', 'unknown')})"
+    changed = changed_settings(checkpoint["args"], args)
+    if changed:
+        return "it ran with other settings: " + ", ".join(
+            f"--{key.replace('_', '-')} {old} (now {new})" for key, (old, new) in changed.items())
+    return None
+
+
+def find_resume(args, method):
+    """(path, checkpoint) for `--resume`, or (None, None) for a fresh run. `auto`: the newest last.pt
+    under the experiment name of a `method` run with the same settings (see MAY_CHANGE_ON_RESUME);
+    a path must be such a run's last.pt. `--evaluate` takes any checkpoint."""
+    if not args.resume:
+        return None, None
+    if args.resume == "auto":
+        candidates = glob.glob(os.path.join(glob.escape(args.out_dir), f"{glob.escape(args.exp_name)}__*", "last.pt"))
+        for path in sorted(candidates, key=os.path.getmtime, reverse=True):
+            checkpoint = load_checkpoint(path)
+            if resume_mismatch(checkpoint, args, method) is None:
+                return path, checkpoint
+        return None, None
+    checkpoint = load_checkpoint(args.resume)
+    if args.evaluate:
+        return args.resume, checkpoint
+    if os.path.basename(args.resume) != "last.pt":  # continuing best.pt in its folder would drop the later epochs
+        raise UserError(f"--resume {args.resume}: continue a run from its last.pt; to start a new run from these "
+                        "weights, use --init-from")
+    mismatch = resume_mismatch(checkpoint, args, method)
+    if mismatch:
+        raise UserError(f"--resume {args.resume}: {mismatch}; start a new run instead (leave out --resume)")
+    return args.resume, checkpoint
+
+
+def restore_training(checkpoint, trainable, optimizer, scheduler, scaler, rank, seed):
+    """Loads a resumed run's trainable module, optimizer, schedule, scaler and RNG; returns its
+    (epoch, step, best_top1, best_epoch, wall_time_s)."""
+    trainable.load_state_dict(checkpoint["trainable"])
+    optimizer.load_state_dict(checkpoint["optimizer"])
+    scheduler.load_state_dict(checkpoint["scheduler"])
+    scaler.load_state_dict(checkpoint["scaler"])
+    if rank == 0:  # only the master's RNG state is saved; other ranks re-seed per epoch
+        set_rng_state(checkpoint["rng"])
+    else:
+        seed_everything(seed + 1000 * checkpoint["epoch"], rank)
+    return tuple(checkpoint[key] for key in ("epoch", "step", "best_top1", "best_epoch", "wall_time_s"))
+
+
+# ---------------------------------------------------------------- flags
+def check_flags(args, positive=(), non_negative=(), below_one=()):
+    """Every numeric flag in its range, or one line naming it. The shared flags are always checked;
+    a script names its method's flags."""
+    rules = [(("epochs", "batch_size", "lr", "gamma", "lr_step", "log_interval", "image_size", "val_resize",
+               "num_classes", *positive), lambda v: v > 0, "must be above 0"),
+             (("weight_decay", "warmup_epochs", "max_steps", "workers", "threads", *non_negative), lambda v: v >= 0,
+              "must be 0 or more"),
+             (("momentum", "label_smoothing", *below_one), lambda v: 0 <= v < 1, "must be in [0, 1)"),
+             (("train_fraction",), lambda v: 0 < v <= 1, "must be in (0, 1]")]
+    for names, ok, rule in rules:
+        for name in names:
+            value = getattr(args, name, None)
+            if value is not None and not (math.isfinite(value) and ok(value)):
+                raise UserError(f"--{name.replace('_', '-')} {value} {rule}")
+    if any(m < 0 for m in getattr(args, "milestones", None) or []):
+        raise UserError(f"--milestones {args.milestones}: epochs must be 0 or more")
+    out_dir = os.path.abspath(args.out_dir)
+    existing = next(p for p in (out_dir, *_parents(out_dir)) if os.path.exists(p))
+    if not os.path.isdir(existing) or not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"--out-dir {args.out_dir}: {existing} is not a folder this user can write to")
+
+
+def _parents(path):
+    while os.path.dirname(path) != path:
+        path = os.path.dirname(path)
+        yield path
+
+
+def check_finite(losses, step):
+    """Stops a diverged run (`losses`: {term: value}) with one line; its last.pt is the last finite epoch."""
+    if not all(math.isfinite(value) for value in losses.values()):
+        terms = ", ".join(f"{key} {value:.4g}" for key, value in losses.items())
+        raise UserError(f"the loss is not finite at step {step} ({terms}): the run diverged; last.pt holds the "
+                        "last finite epoch; lower --lr or check the method's flags")
 
 
 # ---------------------------------------------------------------- run directory
@@ -324,22 +431,30 @@ class RunLog:
     """`<out_dir>/<run_name>/`: args.json, metrics.jsonl, results.json and TensorBoard events.
     Only the master process writes; on other ranks every method is a no-op."""
 
-    def __init__(self, run_dir, args, enabled, resumed_epoch=0):
+    def __init__(self, run_dir, args, enabled, checkpoint=None):
         self.run_dir, self.enabled, self.writer = run_dir, enabled, None
         if not enabled:
             return
         from torch.utils.tensorboard import SummaryWriter
         os.makedirs(run_dir, exist_ok=True)
-        with open(os.path.join(run_dir, "args.json"), "w") as f:
-            json.dump(vars(args), f, indent=2)
         metrics = os.path.join(run_dir, "metrics.jsonl")
-        kept = []
-        if resumed_epoch and os.path.exists(metrics):  # drop epochs after the checkpoint we resume from
-            with open(metrics) as f:
-                kept = [line for line in f if json.loads(line)["epoch"] <= resumed_epoch]
-        with open(metrics, "w") as f:
-            f.writelines(kept)
-        self.writer = SummaryWriter(run_dir, purge_step=resumed_epoch + 1 if resumed_epoch else None)
+        if checkpoint is None:
+            with open(os.path.join(run_dir, "args.json"), "w") as f:
+                json.dump(vars(args), f, indent=2)
+            open(metrics, "w").close()
+        else:  # args.json stays as the run began; what this resume changed goes to resumes.jsonl
+            with open(os.path.join(run_dir, "resumes.jsonl"), "a") as f:
+                f.write(json.dumps({"from_epoch": checkpoint["epoch"], "time": time.strftime("%Y-%m-%d %H:%M:%S"),
+                                    "changed": {k: [v, getattr(args, k, None)] for k, v in checkpoint["args"].items()
+                                                if v != getattr(args, k, None)}}) + "\n")
+            kept = []
+            if os.path.exists(metrics):  # drop the epochs after the checkpoint, and a line a kill cut short
+                with open(metrics) as f:
+                    kept = [line for line in f if _epoch_of(line) <= checkpoint["epoch"]]
+            with open(metrics, "w") as f:
+                f.writelines(kept)
+        # every scalar is logged against the global step; a resume drops the points after its checkpoint's step
+        self.writer = SummaryWriter(run_dir, purge_step=checkpoint["step"] + 1 if checkpoint else None)
         self.writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(
             f"|{key}|{value}|" for key, value in sorted(vars(args).items())))
 
@@ -363,6 +478,13 @@ class RunLog:
             self.writer.close()
 
 
+def _epoch_of(line):
+    try:
+        return json.loads(line)["epoch"]
+    except (ValueError, KeyError, TypeError):
+        return math.inf
+
+
 def new_run_dir(out_dir, run_name):
     """A fresh directory name: an existing run is never overwritten."""
     path, n = os.path.join(out_dir, run_name), 1
@@ -380,6 +502,8 @@ def load_teacher(args, num_classes):
         if checkpoint["num_classes"] != num_classes:
             raise UserError(f"teacher {args.teacher} ({checkpoint['model_name']}) predicts {checkpoint['num_classes']} "
                             f"classes but {args.dataset} has {num_classes}; train a teacher on this data set")
+        if not all(torch.isfinite(v).all() for v in checkpoint["model"].values() if v.is_floating_point()):
+            raise UserError(f"teacher {args.teacher} holds non-finite weights (its run diverged); train it again")
         teacher = create_model(checkpoint["model_name"], num_classes)
         teacher.load_state_dict(checkpoint["model"])
         return teacher, checkpoint["model_name"]
