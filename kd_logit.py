@@ -16,6 +16,9 @@ Linear layer: the pooled penultimate features of a ResNet. Seed 001's "Logits" m
 Writes runs/<run_name>/ with args.json, metrics.jsonl, results.json, last.pt, best.pt and
 TensorBoard events; the last stdout line is `FINAL top1=... top5=... best_top1=...`.
 """
+# ALGO LOGIC: the method's name, in results.json and checkpoints; report.py finds its published numbers by it
+METHOD = "logit"
+
 import argparse
 import os
 import sys
@@ -32,9 +35,9 @@ from common import UserError
 from common.data import DATASETS, build_loaders
 from common.models import MODEL_NAMES, create_model
 from common.utils import (RunLog, Throughput, all_reduce_sum, autocast_context, build_optimizer, build_scheduler,
-                          cleanup_distributed, evaluate, evaluate_checkpoint, find_resume, grad_scaler, init_from,
-                          load_checkpoint, load_teacher, new_run_dir, rng_state, save_checkpoint, seed_everything,
-                          set_rng_state, setup_distributed, user_errors)
+                          check_finite, check_flags, cleanup_distributed, evaluate, evaluate_checkpoint, find_resume,
+                          grad_scaler, init_from, load_teacher, new_run_dir, restore_training, rng_state, save_epoch,
+                          seed_everything, setup_distributed, user_errors)
 
 
 def parse_args(argv=None):
@@ -97,7 +100,8 @@ def parse_args(argv=None):
     run.add_argument("--out-dir", default="runs", help="runs are written to <out-dir>/<run_name>/")
     run.add_argument("--max-steps", type=int, default=0, help="stop after this many optimizer steps (0: off)")
     run.add_argument("--log-interval", type=int, default=20, help="steps between loss logs")
-    run.add_argument("--resume", default=None, help="checkpoint to continue from, or 'auto' for the newest last.pt")
+    run.add_argument("--resume", default=None,
+                     help="a run's last.pt to continue, or 'auto': the newest run of this script with these settings, if any")
     run.add_argument("--evaluate", action="store_true", help="evaluate the --resume checkpoint and exit")
     method = parser.add_argument_group("method: logit regression")
     method.add_argument("--teacher", default=None, help="teacher checkpoint written by train_teacher.py")
@@ -139,20 +143,32 @@ class Regressed(nn.Module):
         return out[self.nodes[1]], out[self.nodes[0]]
 
 
+# ALGO LOGIC: everything that trains, in one module: the optimizer, torch.compile, DDP and the checkpoint take it
+class Trainable(nn.Module):
+    def __init__(self, student, args):
+        super().__init__()
+        self.student = student
+        # a view of the student's own layers; in a list, so that the checkpoint holds each weight once
+        self.regressed = [Regressed(student, args.target)]
+
+    def forward(self, images):
+        return self.regressed[0](images)
+
+
 @user_errors
 def main(args):
+    # TRY NOT TO MODIFY: set-up, data, resume, teacher
     started = time.time()
+    # ALGO LOGIC: the method's flags, range-checked with the shared ones
+    check_flags(args, non_negative=("ce_weight", "kd_weight"))
     dist = setup_distributed(args.device, args.batch_size, args.threads)
     device, master = dist.device, dist.is_master
     seed_everything(args.seed, dist.rank)
-    resume_path = find_resume(args.resume, args.out_dir, args.exp_name)
-    checkpoint = load_checkpoint(resume_path) if resume_path else None
-    if args.evaluate and checkpoint is None:
-        raise UserError("--evaluate needs a checkpoint: pass --resume PATH")
-    if min(args.ce_weight, args.kd_weight) < 0:
-        raise UserError(f"need --ce-weight, --kd-weight >= 0; got {args.ce_weight} and {args.kd_weight}")
     train_loader, val_loader, num_classes, image_shape = build_loaders(args, device, dist.rank, dist.world_size)
+    resume_path, checkpoint = find_resume(args, METHOD)
     if args.evaluate:  # the checkpoint's own network, whatever --model says; no teacher needed
+        if checkpoint is None:
+            raise UserError("--evaluate needs a checkpoint: pass --resume PATH")
         metrics = evaluate_checkpoint(checkpoint, num_classes, val_loader, args, device)
         if master:
             print(f"FINAL top1={metrics['top1']:.2f} top5={metrics['top5']:.2f} best_top1={checkpoint['best_top1']:.2f}")
@@ -162,137 +178,129 @@ def main(args):
     model = create_model(args.model, num_classes, args.pretrained, args.zero_init_residual)
     if args.init_from:
         init_from(model, args.model, args.init_from)
-    if checkpoint is not None:
-        if (checkpoint["model_name"], checkpoint["num_classes"]) != (args.model, num_classes):
-            raise UserError(f"{resume_path} holds {checkpoint['model_name']} with {checkpoint['num_classes']} "
-                            f"classes, not --model {args.model} with {num_classes} classes of {args.dataset}")
-        model.load_state_dict(checkpoint["model"])
-    student = Regressed(model, args.target)  # forward -> (logits, z); shares `model`, which is what gets saved
-    teacher = Regressed(teacher, args.target).eval()
-    with torch.no_grad():
-        widths = [net.eval()(torch.zeros(1, *image_shape))[1].shape[1:] for net in (student, teacher)]
+    trainable = Trainable(model, args)
+    teacher = Regressed(teacher, args.target)
+    with torch.no_grad():  # ALGO LOGIC: the student must give as many values as the teacher
+        widths = [net.eval()(torch.zeros(1, *image_shape))[1].shape[1:] for net in (trainable, teacher)]
     if widths[0] != widths[1]:
         raise UserError(f"--target {args.target}: the student {args.model} gives {tuple(widths[0])} values but the "
                         f"teacher {teacher_name} {tuple(widths[1])}; pick a teacher of the student's width")
     memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
-    model.to(device, memory_format=memory_format)
+    trainable.to(device, memory_format=memory_format)
     autocast = autocast_context(args.amp, device)
     # the teacher is inert: eval mode (BatchNorm uses its running stats), no gradients, never in DDP
     teacher.eval().requires_grad_(False).to(device, memory_format=memory_format)
-    teacher_top1 = evaluate(teacher, val_loader, autocast, device, memory_format)["top1"]
+    # evaluated once per run: a resume reads its top-1 from the checkpoint
+    teacher_top1 = checkpoint["teacher_top1"] if checkpoint else evaluate(teacher, val_loader, autocast, device,
+                                                                          memory_format)["top1"]
     if master:
         print(f"teacher {teacher_name}: top1 {teacher_top1:.2f}")
 
-    optimizer = build_optimizer(args, model.parameters())
+    optimizer = build_optimizer(args, trainable.parameters())
     scheduler = build_scheduler(args, optimizer, len(train_loader))
     scaler = grad_scaler(args.amp, device)
-    start_epoch, best_top1, best_epoch, prior_wall = 0, 0.0, 0, 0.0
+    start_epoch, step, best_top1, best_epoch, prior_wall = 0, 0, 0.0, 0, 0.0
     if checkpoint is not None:
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        scheduler.load_state_dict(checkpoint["scheduler"])
-        scaler.load_state_dict(checkpoint["scaler"])
-        if dist.rank == 0:  # only the master's RNG state is saved; other ranks re-seed per epoch
-            set_rng_state(checkpoint["rng"])
-        else:
-            seed_everything(args.seed + 1000 * checkpoint["epoch"], dist.rank)
-        start_epoch, best_top1, best_epoch = checkpoint["epoch"], checkpoint["best_top1"], checkpoint["best_epoch"]
-        prior_wall = checkpoint["wall_time_s"]
+        start_epoch, step, best_top1, best_epoch, prior_wall = restore_training(
+            checkpoint, trainable, optimizer, scheduler, scaler, dist.rank, args.seed)
         run_dir = os.path.dirname(os.path.abspath(resume_path))
     else:
         run_name = f"{args.exp_name}__{args.dataset}__{args.model}__seed{args.seed}__{time.strftime('%Y%m%d-%H%M%S')}"
         run_dir = new_run_dir(args.out_dir, run_name)
 
-    # nanoGPT's order: to(device) -> compile -> DDP; the unwrapped `model` is what gets saved
-    eval_model = torch.compile(student) if args.compile else student
-    teacher = torch.compile(teacher) if args.compile else teacher
-    train_model = DDP(eval_model, device_ids=[device.index] if device.type == "cuda" else None) \
-        if dist.world_size > 1 else eval_model
-    log = RunLog(run_dir, args, master, start_epoch)
+    # nanoGPT's order: to(device) -> compile -> DDP. Compiled in place, so the saved keys stay the module's own
+    if args.compile:
+        trainable.student.compile()
+        teacher.compile()
+    train_model = DDP(trainable, device_ids=[device.index] if device.type == "cuda" else None) \
+        if dist.world_size > 1 else trainable
+    eval_model = trainable.student
+    log = RunLog(run_dir, args, master, checkpoint)
     if master:
         print(f"run dir: {run_dir}  ({dist.world_size} process(es) on {device}, {torch.get_num_threads()} CPU "
               f"thread(s) each, {len(train_loader)} steps/epoch)")
 
     criterion = nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
 
+    # TRY NOT TO MODIFY: the loop; it logs, sums and checks every term of `losses`
     planned_steps = (args.epochs - start_epoch) * len(train_loader)
     throughput = Throughput(device, min(planned_steps, args.max_steps or planned_steps))
-    step = start_epoch * len(train_loader)
     metrics, epochs_done = None, start_epoch
     for epoch in range(start_epoch, args.epochs):
         if args.max_steps and step >= args.max_steps:
             break
         train_model.train()
         train_loader.set_epoch(epoch)
-        loss_sums, epoch_steps = torch.zeros(3, device=device), 0  # ce, kd, total
+        loss_sums, epoch_steps = 0, 0
         throughput.start()
         bar = tqdm(throughput.timed(train_loader), total=len(train_loader), desc=f"epoch {epoch + 1}/{args.epochs}",
                    disable=not (master and sys.stdout.isatty()), leave=False)
         for images, labels in bar:
-            # ALGO LOGIC: one training step
             images = images.contiguous(memory_format=memory_format)
+            # ALGO LOGIC: one step's loss terms; losses["total"] is what the optimizer minimises
             with torch.no_grad(), autocast:
                 _, teacher_z = teacher(images)
             with autocast:
                 logits, z = train_model(images)
-                loss_ce = criterion(logits, labels)
-                loss_kd = logit_loss(z, teacher_z)
-                loss = args.ce_weight * loss_ce + args.kd_weight * loss_kd
+                losses = {"ce": criterion(logits, labels), "kd": logit_loss(z, teacher_z)}
+                losses["total"] = args.ce_weight * losses["ce"] + args.kd_weight * losses["kd"]
+            # TRY NOT TO MODIFY: the update, the sums and the step log
             optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
+            scaler.scale(losses["total"]).backward()
             scaler.step(optimizer)
             scaler.update()
             scheduler.step()
 
-            loss_sums += torch.stack([loss_ce, loss_kd, loss]).detach()
+            loss_sums = loss_sums + torch.stack(list(losses.values())).detach().float()
             step, epoch_steps = step + 1, epoch_steps + 1
             throughput.step(len(images) * dist.world_size)
             if step % args.log_interval == 0 and master:  # the only host syncs in the loop
-                bar.set_postfix(loss=f"{loss.item():.3f}")
+                values = dict(zip(losses, torch.stack(list(losses.values())).tolist()))
+                check_finite(values, step)
+                bar.set_postfix(loss=f"{values['total']:.3f}")
                 if bar.disable:  # no progress bar in a redirected log: one line per interval instead
-                    print(f"epoch {epoch + 1} step {step}  loss {loss.item():.4f}", flush=True)
-                log.scalars(step, {"losses/ce": loss_ce.item(), "losses/kd": loss_kd.item(), "losses/total": loss.item(),
-                                   "charts/lr": scheduler.get_last_lr()[0]})
+                    print(f"epoch {epoch + 1} step {step}  " + "  ".join(f"{k} {v:.4f}" for k, v in values.items()),
+                          flush=True)
+                log.scalars(step, {**{f"losses/{k}": v for k, v in values.items()}, "charts/lr": scheduler.get_last_lr()[0]})
             if args.max_steps and step >= args.max_steps:
                 break
         throughput.stop()
         epochs_done = epoch + 1
 
         metrics = evaluate(eval_model, val_loader, autocast, device, memory_format)
-        loss_ce_mean, loss_kd_mean, train_loss = (all_reduce_sum(loss_sums) / max(1, epoch_steps * dist.world_size)).tolist()
+        means = dict(zip(losses, (all_reduce_sum(loss_sums) / max(1, epoch_steps * dist.world_size)).tolist()))
+        check_finite(means, step)
         if metrics["top1"] > best_top1:
             best_top1, best_epoch = metrics["top1"], epoch + 1
-        record = {"epoch": epoch + 1, "step": step, "train_loss": train_loss, "loss_ce": loss_ce_mean,
-                  "loss_kd": loss_kd_mean, "val_loss": metrics["loss"],
+        record = {"epoch": epoch + 1, "step": step, "train_loss": means["total"],
+                  **{f"loss_{k}": v for k, v in means.items() if k != "total"}, "val_loss": metrics["loss"],
                   "top1": metrics["top1"], "top5": metrics["top5"], "lr": scheduler.get_last_lr()[0],
                   "images_per_sec": throughput.epoch_rate,
                   "data_wait_fraction": throughput.epoch_wait_fraction, "time_s": time.time() - started + prior_wall}
         log.epoch(record)
-        log.scalars(epoch + 1, {"losses/train": train_loss, "losses/train_ce": loss_ce_mean,
-                                "losses/train_kd": loss_kd_mean, "losses/val": metrics["loss"], "eval/top1": metrics["top1"],
-                                "eval/top5": metrics["top5"], "charts/images_per_sec": throughput.epoch_rate,
-                                "charts/data_wait_fraction": throughput.epoch_wait_fraction})
+        log.scalars(step, {"losses/val": metrics["loss"], "eval/top1": metrics["top1"], "eval/top5": metrics["top5"],
+                           "charts/epoch": epoch + 1, "charts/images_per_sec": throughput.epoch_rate,
+                           "charts/data_wait_fraction": throughput.epoch_wait_fraction})
         if master:
-            print(f"epoch {epoch + 1}/{args.epochs}  loss {train_loss:.4f}  top1 {metrics['top1']:.2f}  "
+            print(f"epoch {epoch + 1}/{args.epochs}  loss {means['total']:.4f}  top1 {metrics['top1']:.2f}  "
                   f"top5 {metrics['top5']:.2f}  {throughput.epoch_rate:.0f} img/s")
-            state = {"model": model.state_dict(), "model_name": args.model, "num_classes": num_classes,
-                     "dataset": args.dataset, "args": vars(args), "epoch": epoch + 1, "best_top1": best_top1,
-                     "best_epoch": best_epoch, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            state = {"model": trainable.student.state_dict(), "trainable": trainable.state_dict(), "method": METHOD,
+                     "model_name": args.model, "num_classes": num_classes, "dataset": args.dataset, "args": vars(args),
+                     "epoch": epoch + 1, "step": step, "best_top1": best_top1, "best_epoch": best_epoch,
+                     "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                      "scaler": scaler.state_dict(), "rng": rng_state(), "top1": metrics["top1"],
-                     "wall_time_s": time.time() - started + prior_wall}
-            save_checkpoint(os.path.join(run_dir, "last.pt"), state)
-            if best_epoch == epoch + 1:
-                save_checkpoint(os.path.join(run_dir, "best.pt"), state)
+                     "teacher_top1": teacher_top1, "wall_time_s": time.time() - started + prior_wall}
+            save_epoch(run_dir, state, best_epoch == epoch + 1)
 
-    if metrics is None:  # nothing left to train (resumed a finished run): report the checkpoint as it is
+    if metrics is None:  # a finished run resumed: nothing to train, results.json stays as it is
         metrics = evaluate(eval_model, val_loader, autocast, device, memory_format)
-    results = {"top1": metrics["top1"], "top5": metrics["top5"], "best_top1": best_top1, "best_epoch": best_epoch,
-               "epochs": epochs_done,
-               "steps": step, "wall_time_s": time.time() - started + prior_wall,
-               "images_per_sec": throughput.rate, "data_wait_fraction": throughput.wait_fraction,
-               "model": args.model, "dataset": args.dataset,
-               "world_size": dist.world_size, "teacher": teacher_name, "teacher_top1": teacher_top1,
-               "method": "logit"}
-    log.results(results)
+    else:
+        log.results({"top1": metrics["top1"], "top5": metrics["top5"], "best_top1": best_top1,
+                     "best_epoch": best_epoch, "epochs": epochs_done, "steps": step,
+                     "wall_time_s": time.time() - started + prior_wall, "images_per_sec": throughput.rate,
+                     "data_wait_fraction": throughput.wait_fraction, "model": args.model, "dataset": args.dataset,
+                     "world_size": dist.world_size, "teacher": teacher_name, "teacher_top1": teacher_top1,
+                     "method": METHOD})
     log.close()
     if master:
         print(f"FINAL top1={metrics['top1']:.2f} top5={metrics['top5']:.2f} best_top1={best_top1:.2f}")

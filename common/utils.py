@@ -393,9 +393,9 @@ def restore_training(checkpoint, trainable, optimizer, scheduler, scaler, rank, 
 def check_flags(args, positive=(), non_negative=(), below_one=()):
     """Every numeric flag in its range, or one line naming it. The shared flags are always checked;
     a script names its method's flags."""
-    rules = [(("epochs", "batch_size", "lr", "gamma", "lr_step", "log_interval", "image_size", "val_resize",
+    rules = [(("epochs", "batch_size", "gamma", "lr_step", "log_interval", "image_size", "val_resize",
                "num_classes", *positive), lambda v: v > 0, "must be above 0"),
-             (("weight_decay", "warmup_epochs", "max_steps", "workers", "threads", *non_negative), lambda v: v >= 0,
+             (("lr", "weight_decay", "warmup_epochs", "max_steps", "workers", "threads", *non_negative), lambda v: v >= 0,
               "must be 0 or more"),
              (("momentum", "label_smoothing", *below_one), lambda v: 0 <= v < 1, "must be in [0, 1)"),
              (("train_fraction",), lambda v: 0 < v <= 1, "must be in (0, 1]")]
