@@ -1,20 +1,9 @@
-"""Data sets and loaders.
-
-Every loader yields `(images, labels)`: normalised float NCHW images and int64 labels on the
-training device, this rank's shard only, and has `set_epoch(epoch)` and `len()`.
-
-- Small data sets (digits, CIFAR, fake) live on the training device as uint8 and are
-  augmented a whole batch at a time with tensor ops (`TensorLoader`): no per-image Python.
-- Image-file data sets are (path, label) lists read by NVIDIA DALI (`DaliLoader`) or, with
-  `--loader torch`, by a torchvision DataLoader (`TorchLoader`).
-
-`--augment` picks the training augmentation recipe (`AUGMENTATIONS`); each recipe is the same
-operations with the same ranges in every loader that supports it:
-- standard: random crop of zero-padded images + flip (in memory; digits: no flip), or
-  RandomResizedCrop + flip (files).
-- reflect (in memory): 4 px reflection padding, random crop, flip (seed 001, CIFAR).
-- cub (files): seed 000's CUB-200 recipe.
-- fastai (both): fastai v1 `get_transforms(do_flip=False)` (seed 004).
+"""Data sets and loaders. Every loader yields `(images, labels)`, normalised float NCHW and int64 on the training
+device, this rank's shard only, and has `set_epoch(epoch)` and `len()`. Small data sets (digits, CIFAR, fake) live on
+the device as uint8, augmented a whole batch at a time with tensor ops (`TensorLoader`); image-file data sets are
+(path, label) lists read by NVIDIA DALI (`DaliLoader`) or a torchvision DataLoader (`TorchLoader`, `--loader torch`).
+`--augment` recipes (README: Data sets) are the same operations and ranges in every loader that has them: standard,
+reflect (seed 001, in memory), cub (seed 000, files), fastai (seed 004, fastai v1 `get_transforms(do_flip=False)`).
 `--eval-on heldout` evaluates on the training images that `--train-fraction` leaves out.
 """
 import csv
@@ -22,6 +11,7 @@ import json
 import math
 import os
 import pickle
+from functools import partial
 
 import numpy as np
 import torch
@@ -39,7 +29,6 @@ TENSOR_DATASETS = ("digits", "cifar10", "cifar100", "fake")
 FILE_DATASETS = ("imagenet", "imagenette", "imagewoof", "mini-imagenet", "cub200", "imagefolder")
 DATASETS = TENSOR_DATASETS + FILE_DATASETS
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
-AUGMENTATIONS = ("auto", "standard", "reflect", "cub", "fastai")
 EVAL_SETS = ("val", "heldout")
 
 
@@ -138,12 +127,8 @@ def fastai_lighting(images, shift, contrast, ops):
 
 def torch_draws(n, generator=None, device=None):
     """`uniform` and `coin` for `fastai_params`: n values each, from `generator` (None: torch's global RNG)."""
-    def uniform(low, high):
-        return low + (high - low) * torch.rand(n, generator=generator, device=device)
-
-    def coin(p):
-        return (torch.rand(n, generator=generator, device=device) < p).float()
-    return uniform, coin
+    rand = partial(torch.rand, n, generator=generator, device=device)
+    return (lambda low, high: low + (high - low) * rand()), (lambda p: (rand() < p).float())
 
 
 def fastai_augment(images, params):
@@ -184,13 +169,7 @@ def dali_fastai(images, size, params):
 def dali_draws():
     """`uniform` and `coin` for `fastai_params` in a DALI graph."""
     from nvidia.dali import fn
-
-    def uniform(low, high):
-        return fn.random.uniform(range=[low, high])
-
-    def coin(p):
-        return fn.random.coin_flip(probability=p)
-    return uniform, coin
+    return (lambda low, high: fn.random.uniform(range=[low, high])), (lambda p: fn.random.coin_flip(probability=p))
 
 
 def dali_cub(images):
@@ -281,8 +260,7 @@ def _class_folder_samples(root):
 
 
 def class_folder_split(data_dir):
-    """`train/<class>/*.jpg` and `val/<class>/*.jpg`: ImageNet, Imagenette and Imagewoof (version 1,
-    `imagenette/`, or 2, `imagenette2/`: the same layout), any image folder."""
+    """`train/<class>/*.jpg` and `val/<class>/*.jpg`: ImageNet, Imagenette and Imagewoof (v1 or v2), any folder."""
     train, classes = _class_folder_samples(os.path.join(data_dir, "train"))
     val, val_classes = _class_folder_samples(os.path.join(data_dir, "val"))
     if val_classes != classes:
@@ -291,8 +269,7 @@ def class_folder_split(data_dir):
 
 
 def _csv_samples(path, image_dir):
-    """(image path, label) rows of a CSV file with `filename` and `label` columns; other columns,
-    such as the unnamed index that pandas' to_csv writes first, are ignored."""
+    """(image path, label) rows of a CSV file's `filename` and `label` columns; others (pandas' index) are ignored."""
     try:
         with open(path, newline="") as f:
             reader = csv.DictReader(f)
@@ -304,11 +281,9 @@ def _csv_samples(path, image_dir):
 
 
 def mini_imagenet_split(data_dir):
-    """mini-ImageNet in the first of these layouts that `data_dir` holds:
-    - seed 003's 100-class split: `images/`, `new_train.csv` and `new_val.csv` (label = wnid), and
-      `classes_name.json` ({wnid: [class index, name]}) for the class indices;
-    - class folders `train/` and `val/`;
-    - `images/` with `train.csv` and `val.csv`, if val's classes are train's (not in the few-shot split)."""
+    """mini-ImageNet in the first layout that `data_dir` holds: seed 003's 100-class split (`images/`, `new_train.csv`
+    and `new_val.csv`, label = wnid, and `classes_name.json`: {wnid: [class index, name]}); class folders `train/` and
+    `val/`; `images/` with `train.csv` and `val.csv`, if val's classes are train's (not in the few-shot split)."""
     images = os.path.join(data_dir, "images")
     if os.path.isfile(os.path.join(data_dir, "new_train.csv")):
         index_path = os.path.join(data_dir, "classes_name.json")
@@ -353,7 +328,8 @@ def cub200_split(data_dir):
     paths, labels, is_train = table("images.txt"), table("image_class_labels.txt"), table("train_test_split.txt")
     train, val = [], []
     for image_id, rel in paths.items():
-        (train if is_train[image_id] == "1" else val).append((os.path.join(root, "images", rel), int(labels[image_id]) - 1))
+        sample = (os.path.join(root, "images", rel), int(labels[image_id]) - 1)
+        (train if is_train[image_id] == "1" else val).append(sample)
     return train, val, len(set(labels.values()))
 
 
@@ -366,13 +342,10 @@ def file_dataset(name, data_dir):
 
 # ---------------------------------------------------------------- loaders
 class TensorLoader:
-    """A whole data set as uint8 NCHW on `device`, augmented per batch with tensor ops: a random crop
-    of the image padded by `pad` pixels (zeros, or a reflection with `reflect`), a horizontal flip
-    with `flip`, fastai's warp/rotate/zoom/lighting with `fastai`.
-
-    The order and the augmentation depend only on (seed, epoch), so a resumed run sees the
-    same batches, and every rank draws the same permutation and takes its own slice of it.
-    """
+    """A whole data set as uint8 NCHW on `device`, augmented per batch with tensor ops: a random crop of the image
+    padded by `pad` pixels (zeros, or a reflection with `reflect`), a flip with `flip`, fastai's recipe with `fastai`.
+    Order and augmentation depend only on (seed, epoch), so a resumed run sees the same batches, and every rank
+    draws the same permutation and takes its own slice of it."""
 
     def __init__(self, images, labels, batch_size, device, mean, std, train, pad=0, reflect=False, flip=False,
                  fastai=False, rank=0, world_size=1, seed=0):
@@ -384,10 +357,9 @@ class TensorLoader:
             batch_size, train, pad, reflect, flip, fastai)
         assert not reflect or pad < min(self.images.shape[2:]), "a reflection reaches at most size - 1 pixels"
         self.rank, self.world_size, self.seed, self.epoch = rank, world_size, seed, 0
-        if train:  # every rank the same number of full batches, so DDP ranks step together
-            self.num_batches = len(self.labels) // world_size // batch_size
-        else:
-            self.num_batches = math.ceil(len(range(rank, len(self.labels), world_size)) / batch_size)
+        # train: every rank the same number of full batches, so DDP ranks step together
+        self.num_batches = (len(self.labels) // world_size // batch_size if train
+                            else math.ceil(len(range(rank, len(self.labels), world_size)) / batch_size))
         if train and self.num_batches == 0:
             raise DataError(f"the training set ({len(self.labels)} images) is smaller than one global batch "
                             f"({batch_size * world_size}); lower --batch-size")
@@ -425,13 +397,15 @@ class TensorLoader:
         """This rank's sample indices for the current epoch, in order."""
         if not self.train:
             return torch.arange(self.rank, len(self.labels), self.world_size)
-        order = torch.randperm(len(self.labels), generator=torch.Generator().manual_seed(self.seed * 100_003 + self.epoch))
+        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        order = torch.randperm(len(self.labels), generator=generator)
         return order[self.rank::self.world_size][: self.num_batches * self.batch_size]
 
     def __iter__(self):
         shard = self.indices().to(self.images.device)
         # augmentation draws on the data's device: no host round trip per batch
-        generator = torch.Generator(self.images.device).manual_seed(self.seed * 100_003 + self.epoch * 7919 + self.rank + 1)
+        generator = torch.Generator(self.images.device)
+        generator.manual_seed(self.seed * 100_003 + self.epoch * 7919 + self.rank + 1)
         for start in range(0, len(shard), self.batch_size):
             index = shard[start:start + self.batch_size]
             images = self.images[index]
@@ -445,14 +419,6 @@ def _reflect(index, size):
     return (size - 1) - ((size - 1) - index.abs()).abs()
 
 
-def _read_rgb(path):
-    try:
-        with Image.open(path) as image:
-            return image.convert("RGB")
-    except (OSError, ValueError) as err:
-        raise DataError(f"cannot read image {path}: {err}") from None
-
-
 class FileListDataset(torch.utils.data.Dataset):
     def __init__(self, samples, transform):
         self.samples, self.transform = samples, transform
@@ -462,7 +428,12 @@ class FileListDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, i):
         path, label = self.samples[i]
-        return self.transform(_read_rgb(path)), label
+        try:
+            with Image.open(path) as image:
+                image = image.convert("RGB")
+        except (OSError, ValueError) as err:
+            raise DataError(f"cannot read image {path}: {err}") from None
+        return self.transform(image), label
 
 
 def torchvision_transform(train, image_size, val_resize, mean, std, recipe="standard"):
@@ -486,8 +457,9 @@ class TorchLoader:
     """torchvision DataLoader with `--workers` processes; train shards via DistributedSampler,
     val takes every world_size-th image so that no image is counted twice."""
 
-    def __init__(self, samples, batch_size, device, transform, train, workers, rank, world_size, seed):
-        dataset = FileListDataset(samples, transform)
+    def __init__(self, samples, batch_size, device, train, image_size, val_resize, mean, std, workers, rank, world_size,
+                 seed, recipe="standard"):
+        dataset = FileListDataset(samples, torchvision_transform(train, image_size, val_resize, mean, std, recipe))
         self.device, self.sampler = device, None
         if train:
             self.sampler = torch.utils.data.DistributedSampler(
@@ -525,14 +497,12 @@ class DaliLoader:
         from nvidia.dali import math as dmath
         from nvidia.dali.plugin.pytorch import DALIGenericIterator, LastBatchPolicy
         on_gpu = device.type == "cuda"
-        self.files = [path for path, _ in samples]
-        self.device = device
+        self.files, self.device = [path for path, _ in samples], device
 
         @pipeline_def
         def pipeline():
-            # shuffle_after_epoch: a new permutation of the whole data set every epoch (the first one
-            # too), the same on every rank, each taking its shard of it; random_shuffle would only mix
-            # a 1,024-image buffer. Padding the shard keeps each epoch's samples inside that epoch.
+            # shuffle_after_epoch: each epoch (the first too) a new permutation of the whole set, the same on every
+            # rank, each taking its shard (random_shuffle mixes a 1,024-image buffer); padding keeps epochs apart.
             jpegs, labels = fn.readers.file(
                 files=self.files, labels=[label for _, label in samples], shuffle_after_epoch=train,
                 shuffle_after_epoch_seed=seed, shard_id=rank, num_shards=world_size, pad_last_batch=True,
@@ -612,7 +582,6 @@ def build_loaders(args, device, rank=0, world_size=1):
     """Returns (train_loader, val_loader, num_classes, image_shape) for `args.dataset`, augmented as
     `args.augment` says; under `args.eval_on == "heldout"` the val loader reads the training images
     that `args.train_fraction` leaves out, with the val transform."""
-    per_rank = args.batch_size // world_size
     name = args.dataset
     if name not in DATASETS:
         raise DataError(f"unknown data set '{name}'; choose one of: {', '.join(DATASETS)}")
@@ -622,6 +591,8 @@ def build_loaders(args, device, rank=0, world_size=1):
     if eval_on not in EVAL_SETS:
         raise DataError(f"unknown --eval-on '{eval_on}'; choose one of: {', '.join(EVAL_SETS)}")
     recipe = resolve_augment(getattr(args, "augment", "auto"), name)
+    common = dict(batch_size=args.batch_size // world_size, device=device, rank=rank, world_size=world_size,
+                  seed=args.seed)
     if name == "fake":
         check_model_fits(args)
     if name in TENSOR_DATASETS:
@@ -629,13 +600,10 @@ def build_loaders(args, device, rank=0, world_size=1):
             raise DataError(f"{name} is held in memory: use --loader tensor (or auto), not {args.loader}")
         if name == "digits":
             (x_train, y_train), (x_val, y_val), num_classes = load_digits_arrays()
-            pad, flip = 1, False  # a mirrored digit is another digit
         elif name == "fake":
             (x_train, y_train), (x_val, y_val), num_classes = make_fake_arrays(args.image_size, args.num_classes)
-            pad, flip = 0, True
         else:
             (x_train, y_train), (x_val, y_val), num_classes = load_cifar_arrays(name, args.data_dir, args.download)
-            pad, flip = 4, True
         if name in CIFAR_STATS:
             mean, std = CIFAR_STATS[name]
         else:  # of the whole train split, so a teacher trained on all of it sees the same inputs
@@ -644,15 +612,14 @@ def build_loaders(args, device, rank=0, world_size=1):
         if heldout is not None:
             x_val, y_val = x_train[heldout], y_train[heldout]
         x_train, y_train = x_train[keep], y_train[keep]
-        augment = {"standard": dict(pad=pad, flip=flip), "reflect": dict(pad=4, reflect=True, flip=True),
-                   "fastai": dict(fastai=True)}[recipe]
+        # standard: zero padding of 1 px (digits, not flipped: a mirrored digit is another digit), 0 (fake), 4 (CIFAR)
+        standard = dict(pad={"digits": 1, "fake": 0}.get(name, 4), flip=name != "digits")
+        augment = {"standard": standard, "reflect": dict(pad=4, reflect=True, flip=True), "fastai": dict(fastai=True)}
         if recipe == "reflect" and min(x_train.shape[1:3]) <= 4:
             raise DataError(f"--augment reflect pads 4 pixels by reflection: it needs images larger than 4x4, "
                             f"not {x_train.shape[1]}x{x_train.shape[2]}")
-        common = dict(batch_size=per_rank, device=device, mean=mean, std=std, rank=rank, world_size=world_size,
-                      seed=args.seed)
-        train = TensorLoader(x_train, y_train, train=True, **augment, **common)
-        val = TensorLoader(x_val, y_val, train=False, **common)
+        train = TensorLoader(x_train, y_train, mean=mean, std=std, train=True, **augment[recipe], **common)
+        val = TensorLoader(x_val, y_val, mean=mean, std=std, train=False, **common)
         return train, val, num_classes, (3,) + tuple(x_train.shape[1:3])
 
     train_samples, val_samples, num_classes = file_dataset(name, args.data_dir)
@@ -668,18 +635,9 @@ def build_loaders(args, device, rank=0, world_size=1):
         raise DataError(f"{name} is read from image files: use --loader dali or torch")
     if loader == "dali" and not dali_available():
         raise DataError("--loader dali needs NVIDIA DALI: pip install nvidia-dali-cuda120 (or use --loader torch)")
-    if loader == "dali":
-        common = dict(batch_size=per_rank, device=device, image_size=args.image_size, val_resize=args.val_resize,
-                      mean=IMAGENET_MEAN, std=IMAGENET_STD, workers=args.workers, rank=rank,
-                      world_size=world_size, seed=args.seed, recipe=recipe)
-        train, val = DaliLoader(train_samples, train=True, **common), DaliLoader(val_samples, train=False, **common)
-    else:
-        common = dict(batch_size=per_rank, device=device, workers=args.workers, rank=rank, world_size=world_size,
-                      seed=args.seed)
-        train = TorchLoader(train_samples, train=True, transform=torchvision_transform(
-            True, args.image_size, args.val_resize, IMAGENET_MEAN, IMAGENET_STD, recipe), **common)
-        val = TorchLoader(val_samples, train=False, transform=torchvision_transform(
-            False, args.image_size, args.val_resize, IMAGENET_MEAN, IMAGENET_STD), **common)
+    make = partial(DaliLoader if loader == "dali" else TorchLoader, image_size=args.image_size, mean=IMAGENET_MEAN,
+                   std=IMAGENET_STD, val_resize=args.val_resize, workers=args.workers, recipe=recipe, **common)
+    train, val = make(train_samples, train=True), make(val_samples, train=False)
     if len(train) == 0:
         raise DataError(f"the training set ({len(train_samples)} images) is smaller than one global batch "
                         f"({args.batch_size}); lower --batch-size")

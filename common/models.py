@@ -1,11 +1,8 @@
-"""Model registry and stage outputs.
+"""Model registry and stage outputs: `create_model(name, num_classes, pretrained)` builds any registered network;
+`with_stages(model, name)` wraps it, sharing its parameters, so that its forward returns `(logits, features)`:
+`features[0]` is the stem output and `features[k]` the output of stage k (it reads `features[k - 1]`)."""
+from functools import partial
 
-`create_model(name, num_classes, pretrained)` builds any registered network.
-`with_stages(model, name)` wraps it so that its forward returns `(logits, features)`,
-where `features[0]` is the stem output and `features[k]` the output of stage k: stage k
-reads `features[k - 1]` and writes `features[k]`. The wrapper shares the model's
-parameters, so training it trains the model, and the model is what gets saved.
-"""
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -14,6 +11,15 @@ from torchvision.models import feature_extraction
 from torchvision.models.resnet import BasicBlock, ResNet
 
 from common import UserError
+
+
+class Chain(nn.Module):
+    """Forward runs the children in the order they are registered, flattening the input of the head `fc`."""
+
+    def forward(self, x):
+        for name, module in self.named_children():
+            x = module(torch.flatten(x, 1) if name == "fc" else x)
+        return x
 
 
 # ---------------------------------------------------------------- CIFAR ResNets (He et al. 2016)
@@ -44,10 +50,10 @@ def _three_stages(block, widths, blocks):
     return stages
 
 
-class CifarResNet(nn.Module):
-    """3x3 stem, no max-pool, three stages of (depth - 2) / 6 basic blocks each. Seed 001's code
-    (hankyul2/KnowledgeDistillation src/resnet_32.py) has a 7x7 stem at stride 1 and padding 1, so
-    32x32 images give 28/14/7 maps, and keeps PyTorch's default fc bias: `stem_kernel=7, zero_fc_bias=False`."""
+class CifarResNet(Chain):
+    """3x3 stem, no max-pool, three stages of (depth - 2) / 6 basic blocks each. Seed 001's code (hankyul2/
+    KnowledgeDistillation src/resnet_32.py): a 7x7 stem at padding 1 (28/14/7 maps at 32x32), PyTorch's default
+    fc bias: `stem_kernel=7, zero_fc_bias=False`."""
 
     def __init__(self, depth, widths, num_classes, zero_init_residual=False, stem_kernel=3, zero_fc_bias=True):
         super().__init__()
@@ -69,11 +75,6 @@ class CifarResNet(nn.Module):
             elif isinstance(m, CifarBasicBlock) and zero_init_residual:
                 # each block starts as the identity (Goyal et al. 2017); seed 001 and RepDistiller do not
                 nn.init.zeros_(m.bn2.weight)
-
-    def forward(self, x):
-        x = self.relu(self.bn1(self.conv1(x)))
-        x = self.layer3(self.layer2(self.layer1(x)))
-        return self.fc(torch.flatten(self.avgpool(x), 1))
 
 
 # ---------------------------------------------------------------- Wide ResNets (Zagoruyko & Komodakis 2016)
@@ -126,11 +127,9 @@ class AdaptiveConcatPool2d(nn.Module):
 
 
 def seed004_resnet(layers, num_classes, teacher_head=False, **kwargs):
-    """torchvision's BasicBlock ResNet with the fastai-style heads of seed 004: the students'
-    (models/custom_resnet.py) ConcatPool -> Linear(1024, 256) -> ReLU -> Linear(256, C), default Linear
-    init; the teacher's (fastai cnn_learner's create_head) ConcatPool -> BN1d -> Dropout(0.25) ->
-    Linear(1024, 512) -> ReLU -> BN1d -> Dropout(0.5) -> Linear(512, C), kaiming-normal Linear weights and
-    zero biases. The stem ReLU, before the max-pool, is the first feature map (`relu`)."""
+    """torchvision's BasicBlock ResNet with seed 004's fastai-style heads (docs/kd_stagewise.md): the students'
+    (models/custom_resnet.py) with default init, the teacher's (cnn_learner's create_head) with kaiming-normal
+    Linear weights and zero biases. The stem ReLU, before the max-pool, is the first feature map (`relu`)."""
     model = ResNet(BasicBlock, layers, num_classes=num_classes, **kwargs)
     model.avgpool = AdaptiveConcatPool2d()  # torchvision's forward: avgpool -> flatten -> fc
     if not teacher_head:
@@ -163,11 +162,9 @@ class ConvResBlock(nn.Module):
         return x + self.conv1(x)
 
 
-class Seed004ConvNet(nn.Module):
-    """The archived "medium", "small" and "smallest" students (496c508 code/models/*_model.py): a
-    stride-2 7x7 conv_layer stem, max-pool, then per stage a conv_layer (stride 1 for the first of
-    `residual` nets, 2 otherwise) followed by a ConvResBlock when `residual`, and ConcatPool ->
-    Linear -> Linear with no activation between the two Linears, as in the code."""
+class Seed004ConvNet(Chain):
+    """The archived "medium", "small" and "smallest" students (496c508 code/models/*_model.py), as
+    docs/kd_stagewise.md describes them; no activation between the two Linears, as in the code."""
 
     def __init__(self, widths, residual, hidden, num_classes):
         super().__init__()
@@ -177,22 +174,14 @@ class Seed004ConvNet(nn.Module):
         for index, (ni, nf) in enumerate(zip(ins, widths), start=1):
             first = conv_layer(ni, nf, stride=1 if residual and index == 1 else 2)
             self.add_module(f"layer{index}", nn.Sequential(first, ConvResBlock(nf)) if residual else first)
-        self.num_stages = len(widths)
         self.pool = AdaptiveConcatPool2d()
         self.fc = nn.Sequential(nn.Linear(2 * widths[-1], hidden), nn.Linear(hidden, num_classes))
 
-    def forward(self, x):
-        x = self.maxpool(self.stem(x))
-        for index in range(1, self.num_stages + 1):
-            x = getattr(self, f"layer{index}")(x)
-        return self.fc(torch.flatten(self.pool(x), 1))
 
-
-class Seed004PlainNet(nn.Module):
-    """The archived "5fm" student (496c508 archive/models/5fm.py): five 3x3 convs (with bias, default
-    init), each followed by a 2x2 max-pool, no BatchNorm and no activation, then Linear(512 * 7 * 7,
-    512) -> Linear(512, C). The seed feeds 224x224 images; the adaptive pool to 7x7, the identity
-    there, lets other sizes through."""
+class Seed004PlainNet(Chain):
+    """The archived "5fm" student (496c508 archive/models/5fm.py): five 3x3 convs (bias, default init), each
+    followed by a 2x2 max-pool, no BatchNorm nor activation, then two Linears. The seed feeds 224x224 images;
+    the adaptive pool to 7x7, the identity there, lets other sizes through."""
 
     def __init__(self, num_classes):
         super().__init__()
@@ -203,106 +192,34 @@ class Seed004PlainNet(nn.Module):
         self.pool = nn.AdaptiveAvgPool2d(7)
         self.fc = nn.Sequential(nn.Linear(512 * 7 * 7, 512), nn.Linear(512, num_classes))
 
-    def forward(self, x):
-        x = self.layer4(self.layer3(self.layer2(self.layer1(self.stem(x)))))
-        return self.fc(torch.flatten(self.pool(x), 1))
 
-
-# ---------------------------------------------------------------- registry
-def _cifar_resnet(depth, widths=(16, 16, 32, 64), **kwargs):
-    return lambda num_classes, zero_init_residual=False: CifarResNet(depth, widths, num_classes, zero_init_residual,
-                                                                     **kwargs)
-
-
-def _imagenet_state_dict(fn_name, weights):
-    try:
-        return weights.get_state_dict(progress=False)
-    except Exception as err:  # torch.hub raises URLError/OSError/RuntimeError depending on where it fails
-        raise UserError(
-            f"could not load torchvision's ImageNet weights for {fn_name} ({type(err).__name__}: {err}); "
-            "they are downloaded on first use: run once with network access, or put the file in "
-            f"{torch.hub.get_dir()}/checkpoints") from None
-
-
-def _torchvision(fn_name, weights):
-    def build(num_classes, pretrained=False, **kwargs):
-        fn = getattr(torchvision.models, fn_name)
-        if not pretrained:
-            return fn(weights=None, num_classes=num_classes, **kwargs)
-        model = fn(weights=None)
-        model.load_state_dict(_imagenet_state_dict(fn_name, weights))
-        if num_classes != 1000:  # keep the pretrained body, new classifier (CUB-200 transfer)
-            _replace_classifier(model, num_classes)
-        return model
-    return build
-
-
-def _replace_classifier(model, num_classes):
-    if isinstance(getattr(model, "fc", None), nn.Linear):
-        model.fc = nn.Linear(model.fc.in_features, num_classes)
-    else:  # mobilenet_v2 / efficientnet: Sequential(Dropout, Linear)
-        last = model.classifier[-1]
-        model.classifier[-1] = nn.Linear(last.in_features, num_classes)
-
-
-def _seed004(layers, teacher_head=False, imagenet=None):
-    """`imagenet`: (torchvision name, weights) whose body `pretrained` loads; the head stays fresh."""
-    def build(num_classes, pretrained=False, **kwargs):
-        if pretrained and imagenet is None:
-            raise UserError("no ImageNet weights exist for this stage-wise study model; train it from scratch")
-        model = seed004_resnet(layers, num_classes, teacher_head, **kwargs)
-        if pretrained:
-            body = {k: v for k, v in _imagenet_state_dict(*imagenet).items() if not k.startswith("fc.")}
-            missing = model.load_state_dict(body, strict=False).missing_keys
-            assert all(key.startswith("fc.") for key in missing), missing
-        return model
-    return build
-
-
-def _seed004_convnet(*net_args):
-    def build(num_classes, pretrained=False):
-        if pretrained:
-            raise UserError("no ImageNet weights exist for this stage-wise study model; train it from scratch")
-        return Seed004ConvNet(*net_args, num_classes) if net_args else Seed004PlainNet(num_classes)
-    return build
-
-
+# ---------------------------------------------------------------- registry: name -> build(num_classes=..., **kwargs)
+_CIFAR, _CIFAR_X4 = (16, 16, 32, 64), (32, 64, 128, 256)
 CIFAR_MODELS = {
-    **{f"resnet{d}": _cifar_resnet(d) for d in (8, 14, 20, 32, 44, 56, 110)},
-    "resnet8x4": _cifar_resnet(8, (32, 64, 128, 256)),
-    "resnet32x4": _cifar_resnet(32, (32, 64, 128, 256)),
+    **{f"resnet{d}": partial(CifarResNet, d, _CIFAR) for d in (8, 14, 20, 32, 44, 56, 110)},
+    **{f"resnet{d}x4": partial(CifarResNet, d, _CIFAR_X4) for d in (8, 32)},
     # seed 001's networks as its code builds them (7x7 stem at stride 1, padding 1; default fc bias)
-    "resnet20_7x7": _cifar_resnet(20, stem_kernel=7, zero_fc_bias=False),
-    "resnet110_7x7": _cifar_resnet(110, stem_kernel=7, zero_fc_bias=False),
-    "wrn_16_2": lambda num_classes: WideResNet(16, 2, num_classes),
-    "wrn_40_2": lambda num_classes: WideResNet(40, 2, num_classes),
+    **{f"resnet{d}_7x7": partial(CifarResNet, d, _CIFAR, stem_kernel=7, zero_fc_bias=False) for d in (20, 110)},
+    **{f"wrn_{d}_2": partial(WideResNet, d, 2) for d in (16, 40)},
 }
-W = torchvision.models
+_TORCHVISION = ["resnet18", "resnet34", "resnet50", "mobilenet_v2", "efficientnet_b0",
+                *(f"shufflenet_v2_x{width}" for width in ("0_5", "1_0", "1_5", "2_0"))]
 IMAGENET_MODELS = {
-    "resnet18": _torchvision("resnet18", W.ResNet18_Weights.IMAGENET1K_V1),
-    "resnet34": _torchvision("resnet34", W.ResNet34_Weights.IMAGENET1K_V1),
-    "resnet50": _torchvision("resnet50", W.ResNet50_Weights.IMAGENET1K_V1),
-    "mobilenet_v2": _torchvision("mobilenet_v2", W.MobileNet_V2_Weights.IMAGENET1K_V1),
-    "efficientnet_b0": _torchvision("efficientnet_b0", W.EfficientNet_B0_Weights.IMAGENET1K_V1),
-    "shufflenet_v2_x0_5": _torchvision("shufflenet_v2_x0_5", W.ShuffleNet_V2_X0_5_Weights.IMAGENET1K_V1),
-    "shufflenet_v2_x1_0": _torchvision("shufflenet_v2_x1_0", W.ShuffleNet_V2_X1_0_Weights.IMAGENET1K_V1),
-    "shufflenet_v2_x1_5": _torchvision("shufflenet_v2_x1_5", W.ShuffleNet_V2_X1_5_Weights.IMAGENET1K_V1),
-    "shufflenet_v2_x2_0": _torchvision("shufflenet_v2_x2_0", W.ShuffleNet_V2_X2_0_Weights.IMAGENET1K_V1),
+    **{name: partial(getattr(torchvision.models, name), weights=None) for name in _TORCHVISION},
     # seed 004 ("sw", the stage-wise study): its students with their MLP head, its fastai ResNet-34 teacher
-    "sw_resnet10": _seed004([1, 1, 1, 1]),
-    "sw_resnet14": _seed004([1, 1, 2, 2]),
-    "sw_resnet18": _seed004([2, 2, 2, 2], imagenet=("resnet18", W.ResNet18_Weights.IMAGENET1K_V1)),
-    "sw_resnet20": _seed004([2, 2, 3, 2]),
-    "sw_resnet26": _seed004([3, 3, 3, 3]),
-    "sw_resnet34": _seed004([3, 4, 6, 3], imagenet=("resnet34", W.ResNet34_Weights.IMAGENET1K_V1)),
-    "fastai_resnet34": _seed004([3, 4, 6, 3], teacher_head=True, imagenet=("resnet34", W.ResNet34_Weights.IMAGENET1K_V1)),
+    **{f"sw_resnet{depth}": partial(seed004_resnet, layers) for depth, layers in {10: [1, 1, 1, 1], 14: [1, 1, 2, 2],
+       18: [2, 2, 2, 2], 20: [2, 2, 3, 2], 26: [3, 3, 3, 3], 34: [3, 4, 6, 3]}.items()},
+    "fastai_resnet34": partial(seed004_resnet, [3, 4, 6, 3], teacher_head=True),
     # the archived students (496c508): 64-64-128-256-512, 64-64-128-256 with residuals, 64-128-256-512 without,
     # and five plain convs 64-64-128-256-512
-    "sw_medium": _seed004_convnet((64, 128, 256, 512), True, 256),
-    "sw_small": _seed004_convnet((64, 128, 256), True, 128),
-    "sw_smallest": _seed004_convnet((128, 256, 512), False, 256),
-    "sw_plain5": _seed004_convnet(),
+    "sw_medium": partial(Seed004ConvNet, (64, 128, 256, 512), True, 256),
+    "sw_small": partial(Seed004ConvNet, (64, 128, 256), True, 128),
+    "sw_smallest": partial(Seed004ConvNet, (128, 256, 512), False, 256),
+    "sw_plain5": Seed004PlainNet,
 }
+# the torchvision network whose ImageNet weights `pretrained` loads: the whole of it, or the body of seed 004's
+PRETRAINED = {**{name: name for name in _TORCHVISION},
+              "sw_resnet18": "resnet18", "sw_resnet34": "resnet34", "fastai_resnet34": "resnet34"}
 MODEL_NAMES = sorted(CIFAR_MODELS) + sorted(IMAGENET_MODELS)
 # ResNets whose last BatchNorm of each block can start at zero (--zero-init-residual)
 ZERO_INIT_MODELS = [name for name in MODEL_NAMES if name.startswith(("resnet", "sw_resnet", "fastai_resnet"))]
@@ -311,8 +228,7 @@ ZERO_INIT_MODELS = [name for name in MODEL_NAMES if name.startswith(("resnet", "
 _RESNET_NODES = ["maxpool", "layer1", "layer2", "layer3", "layer4"]
 STAGE_NODES = {
     **{name: ["relu", "layer1", "layer2", "layer3"] for name in CIFAR_MODELS if name.startswith("resnet")},
-    "wrn_16_2": ["conv1", "block1", "block2", "block3"],
-    "wrn_40_2": ["conv1", "block1", "block2", "block3"],
+    **{name: ["conv1", "block1", "block2", "block3"] for name in CIFAR_MODELS if name.startswith("wrn")},
     **{name: _RESNET_NODES for name in IMAGENET_MODELS if name.startswith("resnet")},
     # seed 004 taps the stem after its ReLU (its BatchNorm for the conv_layer nets), before the max-pool
     **{name: ["relu", *_RESNET_NODES[1:]] for name in IMAGENET_MODELS if name.startswith(("sw_resnet", "fastai"))},
@@ -327,21 +243,42 @@ STAGE_NODES = {
 
 
 def create_model(name, num_classes, pretrained=False, zero_init_residual=False):
-    """`zero_init_residual`: the last BatchNorm of each residual block starts at zero, so each block
-    starts as the identity (Goyal et al. 2017). Off by default: seed 001, RepDistiller and torchvision
-    do not; it applies to ResNets (not WRNs, whose pre-activation blocks end in a convolution)."""
+    """`zero_init_residual`: each residual block starts as the identity (Goyal et al. 2017). Off by default, as in
+    seed 001, RepDistiller and torchvision; ResNets only (a WRN's pre-activation block ends in a convolution)."""
     if zero_init_residual and name not in ZERO_INIT_MODELS:
         raise UserError(f"--zero-init-residual applies to ResNets only, not {name}")
-    kwargs = {"zero_init_residual": True} if zero_init_residual else {}
+    build = CIFAR_MODELS.get(name, IMAGENET_MODELS.get(name))
+    if build is None:
+        raise UserError(f"unknown model '{name}'; choose one of: {', '.join(MODEL_NAMES)}")
+    if not pretrained:
+        return build(num_classes=num_classes, **({"zero_init_residual": True} if zero_init_residual else {}))
     if name in CIFAR_MODELS:
-        if pretrained:
-            raise UserError(f"{name} is a CIFAR network: there are no ImageNet weights for it")
-        return CIFAR_MODELS[name](num_classes, **kwargs)
-    if name in IMAGENET_MODELS:
-        if zero_init_residual and pretrained:
-            raise UserError("--zero-init-residual is an initialisation: it cannot go with --pretrained weights")
-        return IMAGENET_MODELS[name](num_classes, pretrained, **kwargs)
-    raise UserError(f"unknown model '{name}'; choose one of: {', '.join(MODEL_NAMES)}")
+        raise UserError(f"{name} is a CIFAR network: there are no ImageNet weights for it")
+    if zero_init_residual:
+        raise UserError("--zero-init-residual is an initialisation: it cannot go with --pretrained weights")
+    if name not in PRETRAINED:
+        raise UserError("no ImageNet weights exist for this stage-wise study model; train it from scratch")
+    source = PRETRAINED[name]
+    model = build() if source == name else build(num_classes=num_classes)  # torchvision's: ImageNet's 1000 classes
+    try:
+        state = torchvision.models.get_model_weights(source).IMAGENET1K_V1.get_state_dict(progress=False)
+    except Exception as err:  # torch.hub raises URLError/OSError/RuntimeError depending on where it fails
+        raise UserError(
+            f"could not load torchvision's ImageNet weights for {source} ({type(err).__name__}: {err}); "
+            "they are downloaded on first use: run once with network access, or put the file in "
+            f"{torch.hub.get_dir()}/checkpoints") from None
+    if source != name:  # seed 004's: the body only, its head stays fresh
+        body = {k: v for k, v in state.items() if not k.startswith("fc.")}
+        missing = model.load_state_dict(body, strict=False).missing_keys
+        assert all(key.startswith("fc.") for key in missing), missing
+        return model
+    model.load_state_dict(state)
+    if num_classes != 1000:  # keep the pretrained body, new classifier (CUB-200 transfer)
+        if isinstance(getattr(model, "fc", None), nn.Linear):
+            model.fc = nn.Linear(model.fc.in_features, num_classes)
+        else:  # mobilenet_v2 / efficientnet: Sequential(Dropout, Linear)
+            model.classifier[-1] = nn.Linear(model.classifier[-1].in_features, num_classes)
+    return model
 
 
 class StageModel(nn.Module):
@@ -350,17 +287,15 @@ class StageModel(nn.Module):
     def __init__(self, model, name):
         super().__init__()
         self.stage_nodes = STAGE_NODES[name]
-        logits_node = feature_extraction.get_graph_node_names(model)[0][-1]
-        self.body = feature_extraction.create_feature_extractor(model, self.stage_nodes + [logits_node])
-        self.logits_node = logits_node
+        self.logits_node = feature_extraction.get_graph_node_names(model)[0][-1]
+        self.body = feature_extraction.create_feature_extractor(model, self.stage_nodes + [self.logits_node])
 
     def forward(self, images):
         out = self.body(images)
         return out[self.logits_node], [out[node] for node in self.stage_nodes]
 
 
-def with_stages(model, name):
-    return StageModel(model, name)
+with_stages = StageModel
 
 
 @torch.no_grad()
@@ -374,10 +309,9 @@ def stage_shapes(model, name, image_shape):
 
 
 def stage_modules(model, name):
-    """Lists of the modules of the stem (index 0), of each stage k (1..K) and of the head (K + 1),
-    from `STAGE_NODES` and the order in which `model` registers its modules: a module belongs to the
-    stage node it sits under, else to the next node registered after it (the head when none is).
-    Containers spanning several groups (the model itself, `features`) are left out."""
+    """The modules of the stem (index 0), of each stage k (1..K) and of the head (K + 1): a module belongs to the
+    `STAGE_NODES` node it sits under, else to the next one registered after it (else the head); containers
+    spanning several groups (the model itself, `features`) are left out."""
     nodes = STAGE_NODES[name]
     groups, seen = [[] for _ in range(len(nodes) + 1)], 0
     for module_name, module in model.named_modules():

@@ -50,7 +50,7 @@ METHOD_FLAGS = {
     "kd_st": [("--temperature", "0"), ("--temperature", "-1"), ("--ce-weight", "-1"), ("--kd-weight", "nan")],
     "kd_logit": [("--ce-weight", "-1"), ("--kd-weight", "-0.5")],
     "kd_at": [("--at-weight", "-1"), ("--at-p", "0"), ("--temperature", "0"), ("--kd-weight", "-1")],
-    "kd_fsp": [("--fsp-weight", "-1"), ("--fsp-epochs", "-1"), ("--fsp-lr", "0"), ("--ce-weight", "-1")],
+    "kd_fsp": [("--fsp-weight", "-1"), ("--fsp-epochs", "-1"), ("--fsp-lr", "-1"), ("--ce-weight", "-1")],
     "kd_stagewise": [("--stage-epochs", "0"), ("--classifier-epochs", "-1"), ("--feature-maps", "-2")],
 }
 CASES = [(script, flag, value) for script in SCRIPTS for flag, value in SHARED_FLAGS if

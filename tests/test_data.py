@@ -210,8 +210,8 @@ def test_dali_and_torch_val_pipelines_agree(image_folder):
     samples = file_dataset("imagefolder", str(image_folder))[1]
     dali = next(iter(DaliLoader(samples, train=False, image_size=32, val_resize=36, mean=IMAGENET_MEAN,
                                 std=IMAGENET_STD, **common)))[0]
-    torch_images = next(iter(TorchLoader(samples, train=False, transform=torchvision_transform(
-        False, 32, 36, IMAGENET_MEAN, IMAGENET_STD), **{**common, "workers": 0})))[0]
+    torch_images = next(iter(TorchLoader(samples, train=False, image_size=32, val_resize=36, mean=IMAGENET_MEAN,
+                                         std=IMAGENET_STD, **{**common, "workers": 0})))[0]
     assert (dali - torch_images).abs().mean() < 0.15  # resize filters differ slightly
 
 
