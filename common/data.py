@@ -256,6 +256,10 @@ def _class_folder_samples(root):
                for f in sorted(files) if f.lower().endswith(IMAGE_EXTENSIONS)]
     if not samples:
         raise DataError(f"no images found in the class folders of {root}")
+    empty = sorted(set(classes) - {classes[label] for _, label in samples})
+    if empty:  # a class no image teaches: a dead output, or a top-1 over fewer classes
+        raise DataError(f"class folder {os.path.join(root, empty[0])} holds no images ({len(empty)} such); "
+                        "remove it or add its images")
     return samples, classes
 
 
@@ -324,8 +328,15 @@ def cub200_split(data_dir):
         if not os.path.isfile(path):
             raise DataError(f"cub200: missing {path}")
         with open(path) as f:
-            return dict(line.split() for line in f if line.strip())
+            rows = [line.split(maxsplit=1) for line in f if line.strip()]
+        if any(len(row) != 2 for row in rows):
+            raise DataError(f"cub200: {path} has a line that is not '<image id> <value>'")
+        return {image_id: value.strip() for image_id, value in rows}
     paths, labels, is_train = table("images.txt"), table("image_class_labels.txt"), table("train_test_split.txt")
+    missing = sorted((set(paths) - set(labels)) | (set(paths) - set(is_train)))
+    if missing:
+        raise DataError(f"cub200: image id {missing[0]} of images.txt ({len(missing)} such) has no row in "
+                        "image_class_labels.txt or train_test_split.txt")
     train, val = [], []
     for image_id, rel in paths.items():
         sample = (os.path.join(root, "images", rel), int(labels[image_id]) - 1)
@@ -420,20 +431,42 @@ def _reflect(index, size):
 
 
 class FileListDataset(torch.utils.data.Dataset):
-    def __init__(self, samples, transform):
-        self.samples, self.transform = samples, transform
+    """Item `(epoch, i)` draws image i's augmentation from a generator seeded by (seed, epoch, i): the same
+    images in any worker, and after a resume; item `i` uses the worker's own RNG."""
+
+    def __init__(self, samples, transform, seed=0):
+        self.samples, self.transform, self.seed = samples, transform, seed
 
     def __len__(self):
         return len(self.samples)
 
-    def __getitem__(self, i):
+    def __getitem__(self, item):
+        epoch, i = item if isinstance(item, tuple) else (None, item)
         path, label = self.samples[i]
         try:
             with Image.open(path) as image:
-                image = image.convert("RGB")
+                image = _to_rgb(image)
         except (OSError, ValueError) as err:
             raise DataError(f"cannot read image {path}: {err}") from None
-        return self.transform(image), label
+        if epoch is None:
+            return self.transform(image), label
+        with torch.random.fork_rng(devices=[]):  # torchvision's transforms draw from torch's global RNG
+            torch.manual_seed((self.seed * 1_000_003 + epoch) * 10_000_019 + i)
+            return self.transform(image), label
+
+
+class EpochSampler(torch.utils.data.DistributedSampler):
+    """DistributedSampler yielding (epoch, index), for `FileListDataset`'s per-image seeds."""
+
+    def __iter__(self):
+        return ((self.epoch, i) for i in super().__iter__())
+
+
+def _to_rgb(image):
+    """8-bit RGB; 16-bit grey scaled by 1/257, as DALI's decoder does (PIL's convert would clip it to white)."""
+    if image.mode.startswith("I"):
+        image = Image.fromarray((np.asarray(image, dtype=np.float64) / 257).round().clip(0, 255).astype(np.uint8))
+    return image.convert("RGB")
 
 
 def torchvision_transform(train, image_size, val_resize, mean, std, recipe="standard"):
@@ -459,10 +492,10 @@ class TorchLoader:
 
     def __init__(self, samples, batch_size, device, train, image_size, val_resize, mean, std, workers, rank, world_size,
                  seed, recipe="standard"):
-        dataset = FileListDataset(samples, torchvision_transform(train, image_size, val_resize, mean, std, recipe))
+        dataset = FileListDataset(samples, torchvision_transform(train, image_size, val_resize, mean, std, recipe), seed)
         self.device, self.sampler = device, None
         if train:
-            self.sampler = torch.utils.data.DistributedSampler(
+            self.sampler = EpochSampler(
                 dataset, world_size, rank, shuffle=True, seed=seed, drop_last=True)
         else:
             dataset = torch.utils.data.Subset(dataset, range(rank, len(samples), world_size))
@@ -500,12 +533,12 @@ class DaliLoader:
         self.files, self.device = [path for path, _ in samples], device
 
         @pipeline_def
-        def pipeline():
+        def pipeline(shuffle_seed):
             # shuffle_after_epoch: each epoch (the first too) a new permutation of the whole set, the same on every
             # rank, each taking its shard (random_shuffle mixes a 1,024-image buffer); padding keeps epochs apart.
             jpegs, labels = fn.readers.file(
                 files=self.files, labels=[label for _, label in samples], shuffle_after_epoch=train,
-                shuffle_after_epoch_seed=seed, shard_id=rank, num_shards=world_size, pad_last_batch=True,
+                shuffle_after_epoch_seed=shuffle_seed, shard_id=rank, num_shards=world_size, pad_last_batch=True,
                 name="Reader")
             images = fn.decoders.image(jpegs, device="mixed" if on_gpu else "cpu", output_type=types.RGB)
             mirror = False
@@ -527,15 +560,23 @@ class DaliLoader:
                 mean=[m * 255 for m in mean], std=[s * 255 for s in std], mirror=mirror)
             return images, labels.gpu() if on_gpu else labels
 
-        pipe = pipeline(batch_size=batch_size, num_threads=max(1, workers), seed=seed * 1000 + rank,
-                        device_id=(device.index or 0) if on_gpu else None, prefetch_queue_depth=2)
-        pipe.build()
-        self.iterator = DALIGenericIterator(
-            pipe, ["images", "labels"], reader_name="Reader", auto_reset=True, prepare_first_batch=False,
-            last_batch_policy=LastBatchPolicy.DROP if train else LastBatchPolicy.PARTIAL)
+        def build(epoch):
+            pipe = pipeline(seed * 10_007 + epoch, batch_size=batch_size, num_threads=max(1, workers),
+                            seed=((seed * 1000 + rank) * 10_007 + epoch) % 2**31,
+                            device_id=(device.index or 0) if on_gpu else None, prefetch_queue_depth=2)
+            pipe.build()
+            return DALIGenericIterator(
+                pipe, ["images", "labels"], reader_name="Reader", auto_reset=True, prepare_first_batch=False,
+                last_batch_policy=LastBatchPolicy.DROP if train else LastBatchPolicy.PARTIAL)
+        self.build, self.epoch, self.train = build, 0, train
+        self.iterator = build(0)
 
     def set_epoch(self, epoch):
-        pass  # DALI reshuffles on its own each epoch, from the same seed on every rank
+        """Training reads each epoch from a pipeline seeded by the epoch (order and augmentation), so that a
+        resumed run sees what an uninterrupted one does; building one costs well under a second."""
+        if self.train and epoch != self.epoch:
+            del self.iterator
+            self.iterator, self.epoch = self.build(epoch), epoch
 
     def __len__(self):
         return len(self.iterator)
@@ -553,9 +594,10 @@ class DaliLoader:
 
 
 def _is_readable(path):
+    """A full decode: PIL's verify() passes truncated and corrupt JPEGs."""
     try:
         with Image.open(path) as image:
-            image.verify()
+            image.load()
         return True
     except Exception:
         return False

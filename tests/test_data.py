@@ -224,6 +224,52 @@ def test_corrupt_image_is_named(image_folder, loader):
         list(train)
 
 
+@pytest.mark.parametrize("loader", ["dali", "torch"])
+def test_truncated_jpeg_is_named(image_folder, loader):
+    """PIL's verify() passes a truncated JPEG; only a full decode finds it."""
+    good = (image_folder / "train" / "dog" / "img0.jpg").read_bytes()
+    (image_folder / "train" / "dog" / "img0.jpg").write_bytes(good[: len(good) // 2])
+    args = loader_args(dataset="imagefolder", data_dir=str(image_folder), loader=loader, batch_size=24, workers=0)
+    with pytest.raises(UserError, match="img0.jpg"):
+        for _ in range(2):
+            list(build_loaders(args, CPU)[0])
+
+
+def test_16_bit_png_is_decoded_alike_by_both_loaders(tmp_path):
+    """PIL's convert("RGB") clips 16-bit grey to white; both loaders scale it by 1/257."""
+    for split in ("train", "val"):
+        for cls in ("a", "b"):
+            folder = tmp_path / split / cls
+            folder.mkdir(parents=True)
+            for i in range(2):
+                ramp = (np.arange(32 * 32).reshape(32, 32) * 60 + 100 * i).astype(np.uint16)
+                Image.fromarray(ramp).save(folder / f"grey{i}.png")
+    samples = file_dataset("imagefolder", str(tmp_path))[1]
+    common = dict(batch_size=4, device=CPU, train=False, image_size=32, val_resize=32, mean=(0, 0, 0),
+                  std=(1, 1, 1), rank=0, world_size=1, seed=0)
+    dali = next(iter(DaliLoader(samples, workers=1, **common)))[0]
+    torch_images = next(iter(TorchLoader(samples, workers=0, **common)))[0]
+    assert 0.4 < torch_images.mean() < 0.6  # a grey ramp, not white
+    assert (dali - torch_images).abs().max() < 1.5 / 255
+
+
+def test_empty_class_folder_and_broken_cub_tables_are_one_line(image_folder, tmp_path):
+    (image_folder / "train" / "emu").mkdir()
+    (image_folder / "val" / "emu").mkdir()
+    with pytest.raises(UserError, match="emu holds no images"):
+        file_dataset("imagefolder", str(image_folder))
+    root = tmp_path / "CUB_200_2011"
+    root.mkdir()
+    (root / "images.txt").write_text("1 001.Bird/a.jpg\n2 001.Bird/b.jpg\n")
+    (root / "image_class_labels.txt").write_text("1 1\n")
+    (root / "train_test_split.txt").write_text("1 1\n2 0\n")
+    with pytest.raises(UserError, match="image id 2 of images.txt"):
+        cub200_split(str(tmp_path))
+    (root / "image_class_labels.txt").write_text("1 1\n2\n")
+    with pytest.raises(UserError, match="not '<image id> <value>'"):
+        cub200_split(str(tmp_path))
+
+
 def test_fake_data_uses_the_tensor_loader():
     train, val, num_classes, shape = build_loaders(loader_args(dataset="fake", image_size=24, num_classes=7,
                                                                batch_size=16), CPU)

@@ -117,3 +117,18 @@ def test_tensorboard_resume_keeps_the_earlier_steps(make_teacher, tmp_path):
     steps = [event.step for event in events.Scalars("losses/kd")]
     assert steps == list(range(2, 2 * (1437 // 128) + 1, 2))  # every log interval of both epochs, once each
     assert [event.step for event in events.Scalars("eval/top1")] == [1437 // 128, 2 * (1437 // 128)]
+
+
+@pytest.mark.parametrize("loader", ["dali", "torch"])
+def test_image_file_runs_resume_exactly(loader, image_folder, tmp_path):
+    """Both file loaders draw each epoch's order and augmentation from (seed, epoch): resumed equals straight."""
+    common = ["--dataset", "imagefolder", "--data-dir", image_folder, "--loader", loader, "--workers", "1",
+              "--image-size", "32", "--val-resize", "36", "--model", "resnet8", "--batch-size", "8", "--epochs", "3",
+              "--threads", "1"]
+    run_script("train_teacher.py", *common, "--out-dir", tmp_path / "straight")
+    run_script("train_teacher.py", *common, "--out-dir", tmp_path / "split", "--max-steps", "3")
+    run_script("train_teacher.py", *common, "--out-dir", tmp_path / "split", "--resume", "auto")
+    straight = torch.load(only_run(tmp_path / "straight")[0] / "last.pt", weights_only=False)["trainable"]
+    resumed = torch.load(only_run(tmp_path / "split")[0] / "last.pt", weights_only=False)["trainable"]
+    for key, value in straight.items():
+        assert torch.equal(value, resumed[key]), key
