@@ -46,6 +46,9 @@ points (joint) and stall stage 2 at 50 %: the small defaults stay, and the teach
 Writes runs/<run_name>/ with args.json, metrics.jsonl, results.json, last.pt, best.pt and
 TensorBoard events; the last stdout line is `FINAL top1=... top5=... best_top1=...`.
 """
+# ALGO LOGIC: the method's name, in results.json and checkpoints; report.py finds its published numbers by it
+METHOD = "fsp"
+
 import argparse
 import os
 import sys
@@ -61,9 +64,9 @@ from common import UserError
 from common.data import DATASETS, build_loaders
 from common.models import MODEL_NAMES, create_model, stage_shapes, with_stages
 from common.utils import (RunLog, Throughput, all_reduce_sum, autocast_context, build_optimizer, build_scheduler,
-                          cleanup_distributed, evaluate, evaluate_checkpoint, find_resume, grad_scaler, init_from,
-                          load_checkpoint, load_teacher, new_run_dir, rng_state, save_checkpoint, seed_everything,
-                          set_rng_state, setup_distributed, user_errors)
+                          check_finite, check_flags, cleanup_distributed, evaluate, evaluate_checkpoint, find_resume,
+                          grad_scaler, init_from, load_teacher, new_run_dir, restore_training, rng_state, save_epoch,
+                          seed_everything, setup_distributed, user_errors)
 
 
 def parse_args(argv=None):
@@ -126,7 +129,8 @@ def parse_args(argv=None):
     run.add_argument("--out-dir", default="runs", help="runs are written to <out-dir>/<run_name>/")
     run.add_argument("--max-steps", type=int, default=0, help="stop after this many optimizer steps (0: off)")
     run.add_argument("--log-interval", type=int, default=20, help="steps between loss logs")
-    run.add_argument("--resume", default=None, help="checkpoint to continue from, or 'auto' for the newest last.pt")
+    run.add_argument("--resume", default=None,
+                     help="a run's last.pt to continue, or 'auto': the newest run of this script with these settings, if any")
     run.add_argument("--evaluate", action="store_true", help="evaluate the --resume checkpoint and exit")
     method = parser.add_argument_group("method: FSP")
     method.add_argument("--teacher", default=None, help="teacher checkpoint written by train_teacher.py")
@@ -188,21 +192,33 @@ def phase_of(epoch, args):
     return 1 if epoch < args.fsp_epochs else 2
 
 
+# ALGO LOGIC: everything that trains, in one module: the optimizer, torch.compile, DDP and the checkpoint take it
+class Trainable(nn.Module):
+    def __init__(self, student, args):
+        super().__init__()
+        self.student = student
+        # forward -> (logits, [stem, stage 1, ..., stage K]): a view of the student's own layers, in a list so
+        # that the checkpoint holds each weight once
+        self.staged = [with_stages(student, args.model)]
+
+    def forward(self, images):
+        return self.staged[0](images)
+
+
 @user_errors
 def main(args):
+    # TRY NOT TO MODIFY: set-up, data, resume, teacher
     started = time.time()
+    # ALGO LOGIC: the method's flags, range-checked with the shared ones
+    check_flags(args, non_negative=("ce_weight", "fsp_weight", "fsp_epochs", "fsp_lr"))
     dist = setup_distributed(args.device, args.batch_size, args.threads)
     device, master = dist.device, dist.is_master
     seed_everything(args.seed, dist.rank)
-    resume_path = find_resume(args.resume, args.out_dir, args.exp_name)
-    checkpoint = load_checkpoint(resume_path) if resume_path else None
-    if args.evaluate and checkpoint is None:
-        raise UserError("--evaluate needs a checkpoint: pass --resume PATH")
-    if min(args.ce_weight, args.fsp_weight, args.fsp_epochs, args.fsp_lr) < 0:
-        raise UserError(f"need --ce-weight, --fsp-weight, --fsp-epochs and --fsp-lr >= 0; got {args.ce_weight}, "
-                        f"{args.fsp_weight}, {args.fsp_epochs} and {args.fsp_lr}")
     train_loader, val_loader, num_classes, image_shape = build_loaders(args, device, dist.rank, dist.world_size)
+    resume_path, checkpoint = find_resume(args, METHOD)
     if args.evaluate:  # the checkpoint's own network, whatever --model says; no teacher needed
+        if checkpoint is None:
+            raise UserError("--evaluate needs a checkpoint: pass --resume PATH")
         metrics = evaluate_checkpoint(checkpoint, num_classes, val_loader, args, device)
         if master:
             print(f"FINAL top1={metrics['top1']:.2f} top5={metrics['top5']:.2f} best_top1={checkpoint['best_top1']:.2f}")
@@ -212,166 +228,152 @@ def main(args):
     model = create_model(args.model, num_classes, args.pretrained, args.zero_init_residual)
     if args.init_from:
         init_from(model, args.model, args.init_from)
-    if checkpoint is not None:
-        if (checkpoint["model_name"], checkpoint["num_classes"]) != (args.model, num_classes):
-            raise UserError(f"{resume_path} holds {checkpoint['model_name']} with {checkpoint['num_classes']} "
-                            f"classes, not --model {args.model} with {num_classes} classes of {args.dataset}")
-        model.load_state_dict(checkpoint["model"])
+    # ALGO LOGIC: FSP compares C_in x C_out matrices stage by stage: a width mismatch stops here, before any output
     check_channels(stage_shapes(model, args.model, image_shape), stage_shapes(teacher, teacher_name, image_shape),
                    args.model, teacher_name)
+    trainable = Trainable(model, args)
     memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
-    model.to(device, memory_format=memory_format)
-    student = with_stages(model, args.model)  # forward -> (logits, [stem, stage 1, ..., stage K]); shares `model`
+    trainable.to(device, memory_format=memory_format)
     autocast = autocast_context(args.amp, device)
     # the teacher is inert: eval mode (BatchNorm uses its running stats), no gradients, never in DDP
     teacher.eval().requires_grad_(False).to(device, memory_format=memory_format)
-    teacher = with_stages(teacher, teacher_name).eval()
-    teacher_top1 = evaluate(teacher, val_loader, autocast, device, memory_format)["top1"]
+    teacher = with_stages(teacher, teacher_name).eval()  # ALGO LOGIC: -> (logits, [stem, stage 1, ..., stage K])
+    # evaluated once per run: a resume reads its top-1 from the checkpoint
+    teacher_top1 = checkpoint["teacher_top1"] if checkpoint else evaluate(teacher, val_loader, autocast, device,
+                                                                          memory_format)["top1"]
     if master:
         print(f"teacher {teacher_name}: top1 {teacher_top1:.2f}")
 
-    # two-stage: each stage has its own optimizer and LR schedule, over its own number of epochs
+    # ALGO LOGIC: two-stage: each stage has its own optimizer and LR schedule, over its own number of epochs. A
+    # resume restores the optimizer of the stage it stopped in; the loop builds stage 2's when it begins
     fsp_epochs = args.fsp_epochs if args.fsp_mode == "two-stage" else 0
     total_epochs = fsp_epochs + args.epochs
 
     def stage_optimizer(phase):
-        optimizer = build_optimizer(args, model.parameters())
+        optimizer = build_optimizer(args, trainable.parameters())
         if phase == 1:  # before the scheduler, which takes its base LR from here
             for group in optimizer.param_groups:
                 group["lr"] = args.fsp_lr
         return optimizer, build_scheduler(args, optimizer, len(train_loader), fsp_epochs if phase == 1 else args.epochs)
 
-    start_epoch, best_top1, best_epoch, prior_wall = 0, 0.0, 0, 0.0
-    if checkpoint is not None:
-        start_epoch = checkpoint["epoch"]
-        if (checkpoint.get("fsp_mode"), checkpoint.get("fsp_epochs")) != (args.fsp_mode, fsp_epochs):
-            raise UserError(f"{resume_path} was trained with --fsp-mode {checkpoint.get('fsp_mode')} --fsp-epochs "
-                            f"{checkpoint.get('fsp_epochs')}; resume it with the same")
-    phase = phase_of(start_epoch, args)
+    phase = phase_of(checkpoint["epoch"] - 1 if checkpoint else 0, args)
     optimizer, scheduler = stage_optimizer(phase)
     scaler = grad_scaler(args.amp, device)
+    start_epoch, step, best_top1, best_epoch, prior_wall = 0, 0, 0.0, 0, 0.0
     if checkpoint is not None:
-        if checkpoint["phase"] == phase:  # otherwise the checkpoint ends stage 1: stage 2 starts afresh
-            optimizer.load_state_dict(checkpoint["optimizer"])
-            scheduler.load_state_dict(checkpoint["scheduler"])
-        scaler.load_state_dict(checkpoint["scaler"])
-        if dist.rank == 0:  # only the master's RNG state is saved; other ranks re-seed per epoch
-            set_rng_state(checkpoint["rng"])
-        else:
-            seed_everything(args.seed + 1000 * checkpoint["epoch"], dist.rank)
-        best_top1, best_epoch = checkpoint["best_top1"], checkpoint["best_epoch"]
-        prior_wall = checkpoint["wall_time_s"]
+        start_epoch, step, best_top1, best_epoch, prior_wall = restore_training(
+            checkpoint, trainable, optimizer, scheduler, scaler, dist.rank, args.seed)
         run_dir = os.path.dirname(os.path.abspath(resume_path))
     else:
         run_name = f"{args.exp_name}__{args.dataset}__{args.model}__seed{args.seed}__{time.strftime('%Y%m%d-%H%M%S')}"
         run_dir = new_run_dir(args.out_dir, run_name)
 
-    # nanoGPT's order: to(device) -> compile -> DDP; the unwrapped `model` is what gets saved
-    eval_model = torch.compile(student) if args.compile else student
-    teacher = torch.compile(teacher) if args.compile else teacher
-    # stage 1 trains no classifier, so DDP must be told that some parameters get no gradient
-    train_model = DDP(eval_model, device_ids=[device.index] if device.type == "cuda" else None,
-                      find_unused_parameters=args.fsp_mode == "two-stage") if dist.world_size > 1 else eval_model
-    log = RunLog(run_dir, args, master, start_epoch)
+    # nanoGPT's order: to(device) -> compile -> DDP. Compiled in place, so the saved keys stay the module's own
+    if args.compile:
+        trainable.compile()
+        teacher.compile()
+    # ALGO LOGIC: stage 1 trains no classifier, so DDP must be told that some parameters get no gradient
+    train_model = DDP(trainable, device_ids=[device.index] if device.type == "cuda" else None,
+                      find_unused_parameters=args.fsp_mode == "two-stage") if dist.world_size > 1 else trainable
+    eval_model = trainable
+    log = RunLog(run_dir, args, master, checkpoint)
     if master:
         print(f"run dir: {run_dir}  ({dist.world_size} process(es) on {device}, {torch.get_num_threads()} CPU "
               f"thread(s) each, {len(train_loader)} steps/epoch)")
 
     criterion = nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
-    no_fsp = torch.zeros((), device=device)
 
+    # TRY NOT TO MODIFY: the loop; it logs, sums and checks every term of `losses`
     planned_steps = (total_epochs - start_epoch) * len(train_loader)
     throughput = Throughput(device, min(planned_steps, args.max_steps or planned_steps))
-    step = start_epoch * len(train_loader)
     metrics, epochs_done = None, start_epoch
     for epoch in range(start_epoch, total_epochs):
         if args.max_steps and step >= args.max_steps:
             break
-        if phase_of(epoch, args) != phase:
+        if phase_of(epoch, args) != phase:  # ALGO LOGIC: stage 2 starts from the stage-1 weights, afresh
             phase = phase_of(epoch, args)
             optimizer, scheduler = stage_optimizer(phase)
             if master:
                 print(f"stage 2: CE alone for {args.epochs} epochs, fresh optimizer and LR schedule")
         train_model.train()
         train_loader.set_epoch(epoch)
-        loss_sums, epoch_steps = torch.zeros(3, device=device), 0  # ce, kd (FSP), total
+        loss_sums, epoch_steps = 0, 0
         throughput.start()
         bar = tqdm(throughput.timed(train_loader), total=len(train_loader), desc=f"epoch {epoch + 1}/{total_epochs}",
                    disable=not (master and sys.stdout.isatty()), leave=False)
         for images, labels in bar:
-            # ALGO LOGIC: one training step
             images = images.contiguous(memory_format=memory_format)
+            # ALGO LOGIC: one step's loss terms; losses["total"] is what the optimizer minimises
             if phase != 2:  # stage 2 needs no teacher
                 with torch.no_grad(), autocast:
                     _, teacher_features = teacher(images)
             with autocast:
                 logits, features = train_model(images)
-                loss_ce = criterion(logits, labels)
-                loss_kd = fsp_loss(list(zip(features[:-1], features[1:])),
-                                   list(zip(teacher_features[:-1], teacher_features[1:]))) if phase != 2 else no_fsp
-                if phase == 1:
-                    loss = loss_kd
-                elif phase == 2:
-                    loss = loss_ce
-                else:
-                    loss = args.ce_weight * loss_ce + args.fsp_weight * loss_kd
+                losses = {"ce": criterion(logits, labels)} if phase != 1 else {}  # stage 1: FSP alone
+                if phase != 2:  # stage 2: CE alone
+                    losses["fsp"] = fsp_loss(list(zip(features[:-1], features[1:])),
+                                             list(zip(teacher_features[:-1], teacher_features[1:])))
+                if phase == 0:
+                    losses["total"] = args.ce_weight * losses["ce"] + args.fsp_weight * losses["fsp"]
+                else:  # two-stage: the stage's one term, unweighted
+                    losses["total"] = losses["fsp" if phase == 1 else "ce"]
+            # TRY NOT TO MODIFY: the update, the sums and the step log
             optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
+            scaler.scale(losses["total"]).backward()
             scaler.step(optimizer)
             scaler.update()
             scheduler.step()
 
-            loss_sums += torch.stack([loss_ce, loss_kd, loss]).detach()
+            loss_sums = loss_sums + torch.stack(list(losses.values())).detach().float()
             step, epoch_steps = step + 1, epoch_steps + 1
             throughput.step(len(images) * dist.world_size)
             if step % args.log_interval == 0 and master:  # the only host syncs in the loop
-                bar.set_postfix(loss=f"{loss.item():.3f}")
+                values = dict(zip(losses, torch.stack(list(losses.values())).tolist()))
+                check_finite(values, step)
+                bar.set_postfix(loss=f"{values['total']:.3f}")
                 if bar.disable:  # no progress bar in a redirected log: one line per interval instead
-                    print(f"epoch {epoch + 1} step {step}  loss {loss.item():.4f}", flush=True)
-                log.scalars(step, {"losses/ce": loss_ce.item(), "losses/kd": loss_kd.item(), "losses/total": loss.item(),
-                                   "charts/lr": scheduler.get_last_lr()[0], "charts/phase": phase})
+                    print(f"epoch {epoch + 1} step {step}  " + "  ".join(f"{k} {v:.4f}" for k, v in values.items()),
+                          flush=True)
+                log.scalars(step, {**{f"losses/{k}": v for k, v in values.items()}, "charts/lr": scheduler.get_last_lr()[0]})
             if args.max_steps and step >= args.max_steps:
                 break
         throughput.stop()
         epochs_done = epoch + 1
 
         metrics = evaluate(eval_model, val_loader, autocast, device, memory_format)
-        loss_ce_mean, loss_kd_mean, train_loss = (all_reduce_sum(loss_sums) / max(1, epoch_steps * dist.world_size)).tolist()
+        means = dict(zip(losses, (all_reduce_sum(loss_sums) / max(1, epoch_steps * dist.world_size)).tolist()))
+        check_finite(means, step)
         if metrics["top1"] > best_top1:
             best_top1, best_epoch = metrics["top1"], epoch + 1
-        record = {"epoch": epoch + 1, "step": step, "phase": phase, "train_loss": train_loss, "loss_ce": loss_ce_mean,
-                  "loss_kd": loss_kd_mean, "val_loss": metrics["loss"],
+        record = {"epoch": epoch + 1, "step": step, "phase": phase, "train_loss": means["total"],
+                  **{f"loss_{k}": v for k, v in means.items() if k != "total"}, "val_loss": metrics["loss"],
                   "top1": metrics["top1"], "top5": metrics["top5"], "lr": scheduler.get_last_lr()[0],
                   "images_per_sec": throughput.epoch_rate,
                   "data_wait_fraction": throughput.epoch_wait_fraction, "time_s": time.time() - started + prior_wall}
         log.epoch(record)
-        log.scalars(epoch + 1, {"losses/train": train_loss, "losses/train_ce": loss_ce_mean,
-                                "losses/train_kd": loss_kd_mean, "losses/val": metrics["loss"], "eval/top1": metrics["top1"],
-                                "eval/top5": metrics["top5"], "charts/images_per_sec": throughput.epoch_rate,
-                                "charts/data_wait_fraction": throughput.epoch_wait_fraction})
+        log.scalars(step, {"losses/val": metrics["loss"], "eval/top1": metrics["top1"], "eval/top5": metrics["top5"],
+                           "charts/epoch": epoch + 1, "charts/images_per_sec": throughput.epoch_rate,
+                           "charts/data_wait_fraction": throughput.epoch_wait_fraction, "charts/phase": phase})
         if master:
-            print(f"epoch {epoch + 1}/{total_epochs}  phase {phase}  loss {train_loss:.4f}  top1 {metrics['top1']:.2f}  "
+            print(f"epoch {epoch + 1}/{total_epochs}  phase {phase}  loss {means['total']:.4f}  top1 {metrics['top1']:.2f}  "
                   f"top5 {metrics['top5']:.2f}  {throughput.epoch_rate:.0f} img/s")
-            state = {"model": model.state_dict(), "model_name": args.model, "num_classes": num_classes,
-                     "dataset": args.dataset, "args": vars(args), "epoch": epoch + 1, "best_top1": best_top1,
-                     "best_epoch": best_epoch, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            state = {"model": trainable.student.state_dict(), "trainable": trainable.state_dict(), "method": METHOD,
+                     "model_name": args.model, "num_classes": num_classes, "dataset": args.dataset, "args": vars(args),
+                     "epoch": epoch + 1, "step": step, "best_top1": best_top1, "best_epoch": best_epoch,
+                     "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                      "scaler": scaler.state_dict(), "rng": rng_state(), "top1": metrics["top1"],
-                     "wall_time_s": time.time() - started + prior_wall,
-                     "phase": phase, "fsp_mode": args.fsp_mode, "fsp_epochs": fsp_epochs}
-            save_checkpoint(os.path.join(run_dir, "last.pt"), state)
-            if best_epoch == epoch + 1:
-                save_checkpoint(os.path.join(run_dir, "best.pt"), state)
+                     "teacher_top1": teacher_top1, "wall_time_s": time.time() - started + prior_wall, "phase": phase}
+            save_epoch(run_dir, state, best_epoch == epoch + 1)
 
-    if metrics is None:  # nothing left to train (resumed a finished run): report the checkpoint as it is
+    if metrics is None:  # a finished run resumed: nothing to train, results.json stays as it is
         metrics = evaluate(eval_model, val_loader, autocast, device, memory_format)
-    results = {"top1": metrics["top1"], "top5": metrics["top5"], "best_top1": best_top1, "best_epoch": best_epoch,
-               "epochs": epochs_done,
-               "steps": step, "wall_time_s": time.time() - started + prior_wall,
-               "images_per_sec": throughput.rate, "data_wait_fraction": throughput.wait_fraction,
-               "model": args.model, "dataset": args.dataset,
-               "world_size": dist.world_size, "teacher": teacher_name, "teacher_top1": teacher_top1,
-               "method": "fsp", "fsp_mode": args.fsp_mode}
-    log.results(results)
+    else:
+        log.results({"top1": metrics["top1"], "top5": metrics["top5"], "best_top1": best_top1,
+                     "best_epoch": best_epoch, "epochs": epochs_done, "steps": step,
+                     "wall_time_s": time.time() - started + prior_wall, "images_per_sec": throughput.rate,
+                     "data_wait_fraction": throughput.wait_fraction, "model": args.model, "dataset": args.dataset,
+                     "world_size": dist.world_size, "teacher": teacher_name, "teacher_top1": teacher_top1,
+                     "method": METHOD, "fsp_mode": args.fsp_mode})
     log.close()
     if master:
         print(f"FINAL top1={metrics['top1']:.2f} top5={metrics['top5']:.2f} best_top1={best_top1:.2f}")

@@ -210,11 +210,11 @@ def main(args):
 
     # nanoGPT's order: to(device) -> compile -> DDP. Compiled in place, so the saved keys stay the module's own
     if args.compile:
-        trainable.student.compile()
+        trainable.compile()
         teacher.compile()
     train_model = DDP(trainable, device_ids=[device.index] if device.type == "cuda" else None) \
         if dist.world_size > 1 else trainable
-    eval_model = trainable.student
+    eval_model = trainable
     log = RunLog(run_dir, args, master, checkpoint)
     if master:
         print(f"run dir: {run_dir}  ({dist.world_size} process(es) on {device}, {torch.get_num_threads()} CPU "

@@ -10,16 +10,18 @@ student learns the teacher's feature maps one at a time, its stem first, then it
 S_0 is the student's stem output, S_k that of stage k (`common.models.STAGE_NODES`); N = --feature-maps,
 by default all K + 1. Map k learns teacher map p(k), the first after p(k - 1) of its height and width
 (one to one within a family; seed 004's "smallest" skips the teacher's layer1). A_k is a learned 1x1
-conv where channel counts differ (FitNets, Romero et al. 2015), else the identity; adapters are saved
-as "adapters" next to the plain student "model". The archived code behind the seed's tables divided
-only the logged simultaneous loss by 1 + N, which under Adam changes nothing but the role of eps.
+conv where channel counts differ (FitNets, Romero et al. 2015), else the identity; the checkpoint's
+"trainable" holds student and adapters, its "model" the plain student. The archived code behind the
+seed's tables divided only the logged simultaneous loss by 1 + N, which under Adam changes nothing but
+the role of eps.
 
 Each phase gets a fresh optimizer and LR schedule and (--phase-start best, the seed) starts from the
 previous phase's epoch of lowest validation MSE, student in eval mode. --frozen-bn train keeps the
 whole student in train mode, as the seed does: frozen stages go on updating their BatchNorm statistics.
 A stage-wise run lasts N * --stage-epochs + --classifier-epochs epochs, also --simultaneous's default.
-metrics.jsonl's "stage" (`charts/stage`): k for map k, K + 1 the head, -1 everything (--simultaneous).
---resume restores the phase, its best epoch so far and, within the phase, optimizer and LR schedule.
+metrics.jsonl's "stage" (`charts/stage`): k for map k, K + 1 the head, -1 everything (--simultaneous);
+"loss_stage" (the MSE) and "loss_ce" appear in the epochs whose phase computes them. --resume restores
+the phase, its optimizer, LR schedule and best epoch so far.
 
     python kd_stagewise.py --teacher runs/<teacher_run>/best.pt        # resnet20 student on digits
     torchrun --nproc_per_node=8 kd_stagewise.py --dataset imagenette --data-dir /data/imagenette \
@@ -29,6 +31,9 @@ metrics.jsonl's "stage" (`charts/stage`): k for map k, K + 1 the head, -1 everyt
 Writes runs/<run_name>/ with args.json, metrics.jsonl, results.json, last.pt, best.pt and
 TensorBoard events; the last stdout line is `FINAL top1=... top5=... best_top1=...`.
 """
+# ALGO LOGIC: the method's name, in results.json and checkpoints; report.py finds its published numbers by it
+METHOD = "stagewise"  # --simultaneous, the seed's baseline, is "simultaneous" (main)
+
 import argparse
 import os
 import sys
@@ -45,9 +50,9 @@ from common import UserError
 from common.data import DATASETS, build_loaders
 from common.models import MODEL_NAMES, STAGE_NODES, create_model, stage_modules, stage_shapes, with_stages
 from common.utils import (RunLog, Throughput, all_reduce_sum, autocast_context, build_optimizer, build_scheduler,
-                          cleanup_distributed, evaluate, evaluate_checkpoint, find_resume, grad_scaler, init_from,
-                          load_checkpoint, load_teacher, new_run_dir, rng_state, save_checkpoint, seed_everything,
-                          set_rng_state, setup_distributed, user_errors)
+                          check_finite, check_flags, cleanup_distributed, evaluate, evaluate_checkpoint, find_resume,
+                          grad_scaler, init_from, load_teacher, new_run_dir, restore_training, rng_state, save_epoch,
+                          seed_everything, setup_distributed, user_errors)
 
 
 def parse_args(argv=None):
@@ -79,8 +84,8 @@ def parse_args(argv=None):
                        help="zero-init the last BatchNorm of each residual block (Goyal et al. 2017); seed 001 and "
                             "RepDistiller do not")
     optim = parser.add_argument_group("optimisation (each phase: a fresh optimizer and LR schedule)")
-    optim.add_argument("--epochs", type=int, default=0,
-                       help="total epochs; 0: N * --stage-epochs + --classifier-epochs, the only value stage-wise accepts")
+    optim.add_argument("--epochs", type=int, default=None,
+                       help="total epochs; None: N * --stage-epochs + --classifier-epochs, the only value stage-wise accepts")
     optim.add_argument("--batch-size", type=int, default=64, help="global batch size, split across ranks")
     optim.add_argument("--optimizer", default="adam", choices=["sgd", "adam", "adamw"], help="optimizer (seed: adam)")
     optim.add_argument("--lr", type=float, default=1e-2, help="peak learning rate (seed: 1e-4)")
@@ -111,7 +116,8 @@ def parse_args(argv=None):
     run.add_argument("--out-dir", default="runs", help="runs are written to <out-dir>/<run_name>/")
     run.add_argument("--max-steps", type=int, default=0, help="stop after this many optimizer steps (0: off)")
     run.add_argument("--log-interval", type=int, default=20, help="steps between loss logs")
-    run.add_argument("--resume", default=None, help="checkpoint to continue from, or 'auto' for the newest last.pt")
+    run.add_argument("--resume", default=None,
+                     help="a run's last.pt to continue, or 'auto': the newest run of this script with these settings, if any")
     run.add_argument("--evaluate", action="store_true", help="evaluate the --resume checkpoint and exit")
     method = parser.add_argument_group("method: stage-wise training with feature maps")
     method.add_argument("--teacher", default=None, help="teacher checkpoint written by train_teacher.py")
@@ -195,54 +201,42 @@ def freeze_all_but(groups, adapters, trained, stage, frozen_bn="eval"):
     return params
 
 
-class StudentWithAdapters(nn.Module):
-    """forward(images) -> (logits, [A_0(S_0), ..., A_{N-1}(S_{N-1})]); shares the student's parameters.
+# ALGO LOGIC: everything that trains, in one module: the optimizer, torch.compile, DDP and the checkpoint take it
+class Trainable(nn.Module):
+    """The student and the adapters A_k. forward(images, stage): in phase k (0 <= stage < N) the student
+    runs, like the teacher, only as far as map k -> A_k(S_k): the rest would cost 20% of the step for
+    nothing trained (with --frozen-bn train, the seed would also update their BatchNorm statistics,
+    which their own phase renews); otherwise -> (logits, [A_0(S_0), ..., A_{N-1}(S_{N-1})]).
     `teacher_shapes[k]` is the shape of the teacher map that student map k learns."""
 
-    def __init__(self, model, name, student_shapes, teacher_shapes):
+    def __init__(self, student, args, student_shapes, teacher_shapes):
         super().__init__()
-        self.stages = with_stages(model, name)
+        self.student = student
         self.adapters = nn.ModuleList(
-            nn.Conv2d(student[0], teacher[0], 1, bias=False) if student[0] != teacher[0] else nn.Identity()
-            for student, teacher in zip(student_shapes, teacher_shapes))
+            nn.Conv2d(shape[0], teacher_shape[0], 1, bias=False) if shape[0] != teacher_shape[0] else nn.Identity()
+            for shape, teacher_shape in zip(student_shapes, teacher_shapes))
+        self.nodes = STAGE_NODES[args.model][:len(student_shapes)]
+        # views of the student's own layers (FX shares the modules): the whole student with its maps, and the
+        # student up to each map; in a list, so that the checkpoint holds each weight once
+        self.views = [with_stages(student, args.model)] + [create_feature_extractor(student, [node])
+                                                           for node in self.nodes]
 
-    def forward(self, images):
-        logits, features = self.stages(images)
+    def forward(self, images, stage=-1):
+        if 0 <= stage < len(self.nodes):
+            return self.adapters[stage](self.views[stage + 1](images)[self.nodes[stage]])
+        logits, features = self.views[0](images)
         return logits, [adapter(feature) for adapter, feature in zip(self.adapters, features)]
 
 
-class StudentUpTo(nn.Module):
-    """forward(images) -> A_k(S_k(images)): phase k runs the student, like the teacher, only as far as
-    map k: the rest would cost 20% of the step for nothing trained (with --frozen-bn train, the seed
-    would also update their BatchNorm statistics, which their own phase renews). FX shares the modules."""
-
-    def __init__(self, model, name, stage, adapter):
-        super().__init__()
-        self.node = STAGE_NODES[name][stage]
-        modes = [(module, module.training) for module in model.modules()]
-        self.body = create_feature_extractor(model, [self.node])
-        for module, training in modes:  # tracing leaves every module in the model's mode: keep the frozen ones frozen
-            module.training = training
-        self.adapter = adapter
-
-    def forward(self, images):
-        return self.adapter(self.body(images)[self.node])
-
-
-def phase_student(student, model, name, stage, num_maps):
-    """The module a phase trains: the student up to map k in phase k, else all of it."""
-    return StudentUpTo(model, name, stage, student.adapters[stage]) if 0 <= stage < num_maps else student
-
-
 @torch.no_grad()
-def val_stage_loss(phase_model, teacher_stages, loader, autocast, device, memory_format):
-    """The phase's MSE over the validation set, student in eval mode (freeze_all_but restores the modes)."""
-    phase_model.eval()
+def val_stage_loss(trainable, stage, teacher_stages, loader, autocast, device, memory_format):
+    """Map k's MSE over the validation set, student in eval mode (the next epoch sets the modes again)."""
+    trainable.eval()
     totals = torch.zeros(2, device=device, dtype=torch.float64)  # sum of per-image MSE, images
     for images, _ in loader:
         images = images.contiguous(memory_format=memory_format)
         with autocast:
-            loss = stage_loss(phase_model(images), next(iter(teacher_stages(images).values())))
+            loss = stage_loss(trainable(images, stage), next(iter(teacher_stages(images).values())))
         totals[0] += loss * len(images)
         totals[1] += len(images)
     total, count = all_reduce_sum(totals).tolist()
@@ -251,19 +245,20 @@ def val_stage_loss(phase_model, teacher_stages, loader, autocast, device, memory
 
 @user_errors
 def main(args):
+    # TRY NOT TO MODIFY: set-up, data, resume, teacher
     started = time.time()
+    # ALGO LOGIC: the method's flags, range-checked with the shared ones; --simultaneous has its own name and runs
+    check_flags(args, positive=("stage_epochs", "classifier_epochs"), non_negative=("feature_maps",))
+    method = "simultaneous" if args.simultaneous else METHOD
+    args.exp_name = args.exp_name or ("kd_stagewise_simultaneous" if args.simultaneous else "kd_stagewise")
     dist = setup_distributed(args.device, args.batch_size, args.threads)
     device, master = dist.device, dist.is_master
     seed_everything(args.seed, dist.rank)
-    args.exp_name = args.exp_name or ("kd_stagewise_simultaneous" if args.simultaneous else "kd_stagewise")
-    resume_path = find_resume(args.resume, args.out_dir, args.exp_name)
-    checkpoint = load_checkpoint(resume_path) if resume_path else None
-    if args.evaluate and checkpoint is None:
-        raise UserError("--evaluate needs a checkpoint: pass --resume PATH")
-    if min(args.stage_epochs, args.classifier_epochs) < 1:
-        raise UserError("--stage-epochs and --classifier-epochs must be at least 1")
     train_loader, val_loader, num_classes, image_shape = build_loaders(args, device, dist.rank, dist.world_size)
+    resume_path, checkpoint = find_resume(args, method)
     if args.evaluate:  # the checkpoint's own network, whatever --model says; no teacher needed
+        if checkpoint is None:
+            raise UserError("--evaluate needs a checkpoint: pass --resume PATH")
         metrics = evaluate_checkpoint(checkpoint, num_classes, val_loader, args, device)
         if master:
             print(f"FINAL top1={metrics['top1']:.2f} top5={metrics['top5']:.2f} best_top1={checkpoint['best_top1']:.2f}")
@@ -273,146 +268,139 @@ def main(args):
     model = create_model(args.model, num_classes, args.pretrained, args.zero_init_residual)
     if args.init_from:
         init_from(model, args.model, args.init_from)
+    # ALGO LOGIC: which teacher map each student map learns, and how long the phases last
     student_shapes = stage_shapes(model, args.model, image_shape)
     teacher_shapes = stage_shapes(teacher, teacher_name, image_shape)
     num_stages = len(student_shapes) - 1
-    if not 0 <= args.feature_maps <= num_stages + 1:
+    if args.feature_maps > num_stages + 1:
         raise UserError(f"--feature-maps {args.feature_maps}: {args.model} has {num_stages + 1} (stem and stages)")
     num_maps = args.feature_maps or num_stages + 1
     pairs = pair_maps(args.model, student_shapes[:num_maps], teacher_name, teacher_shapes)
     stagewise_epochs = num_maps * args.stage_epochs + args.classifier_epochs
-    if not args.simultaneous and args.epochs not in (0, stagewise_epochs):
+    if not args.simultaneous and args.epochs not in (None, stagewise_epochs):
         raise UserError(f"stage-wise training lasts {num_maps} feature maps x --stage-epochs {args.stage_epochs} + "
                         f"--classifier-epochs {args.classifier_epochs} = {stagewise_epochs} epochs: drop --epochs {args.epochs}")
     args.epochs = args.epochs or stagewise_epochs  # args.json and results.json record the real total
-    student = StudentWithAdapters(model, args.model, student_shapes[:num_maps], [teacher_shapes[i] for i in pairs])
-    if checkpoint is not None:
-        if (checkpoint["model_name"], checkpoint["num_classes"]) != (args.model, num_classes):
-            raise UserError(f"{resume_path} holds {checkpoint['model_name']} with {checkpoint['num_classes']} "
-                            f"classes, not --model {args.model} with {num_classes} classes of {args.dataset}")
-        model.load_state_dict(checkpoint["model"])
-        if "adapters" not in checkpoint:
-            raise UserError(f"{resume_path} was not written by kd_stagewise.py: it has no adapters to resume")
-        student.adapters.load_state_dict(checkpoint["adapters"])
+    trainable = Trainable(model, args, student_shapes[:num_maps], [teacher_shapes[i] for i in pairs])
     memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
-    student.to(device, memory_format=memory_format)
+    trainable.to(device, memory_format=memory_format)
     autocast = autocast_context(args.amp, device)
     # the teacher is inert: eval mode (BatchNorm uses its running stats), no gradients, never in DDP
     teacher.eval().requires_grad_(False).to(device, memory_format=memory_format)
-    teacher_top1 = evaluate(teacher, val_loader, autocast, device, memory_format)["top1"]
+    # evaluated once per run: a resume reads its top-1 from the checkpoint
+    teacher_top1 = checkpoint["teacher_top1"] if checkpoint else evaluate(teacher, val_loader, autocast, device,
+                                                                          memory_format)["top1"]
     if master:
         print(f"teacher {teacher_name}: top1 {teacher_top1:.2f}; student maps {student_shapes[:num_maps]} learn "
               f"teacher maps {pairs} of {teacher_shapes}")
 
+    # ALGO LOGIC: the phases. Each trains its groups alone, with a fresh optimizer and LR schedule over them; a
+    # resume restores those of the phase it stopped in, and the loop builds the next phase's when it begins
+    groups, plan = stage_modules(model, args.model), phase_plan(num_maps, num_stages, args)
+    classifier_stage = num_stages + 1
+
+    def set_phase(stage):  # every epoch, as evaluation resets the modes; returns the parameters the phase trains
+        trainable.train()
+        trained = trained_groups(stage, num_maps, num_stages, args.finetune_all)
+        return freeze_all_but(groups, trainable.adapters, trained, stage, args.frozen_bn)
+
+    def phase_optimizer(epoch):
+        stage, _, phase_epochs = phase_at(plan, epoch)
+        optimizer = build_optimizer(args, set_phase(stage))
+        return stage, optimizer, build_scheduler(args, optimizer, len(train_loader), epochs=phase_epochs)
+
+    stage, optimizer, scheduler = phase_optimizer(checkpoint["epoch"] - 1 if checkpoint else 0)
+    # {"stage", "epoch", "val_stage_loss", "trainable"}: the feature phase's best epoch so far
+    stage_best = checkpoint["stage_best"] if checkpoint else None
     scaler = grad_scaler(args.amp, device)
-    start_epoch, best_top1, best_epoch, prior_wall = 0, 0.0, 0, 0.0
-    stage_best = None  # {"stage", "epoch", "val_stage_loss", "model", "adapters"}: the feature phase's best epoch so far
+    start_epoch, step, best_top1, best_epoch, prior_wall = 0, 0, 0.0, 0, 0.0
     if checkpoint is not None:
-        scaler.load_state_dict(checkpoint["scaler"])
-        if dist.rank == 0:  # only the master's RNG state is saved; other ranks re-seed per epoch
-            set_rng_state(checkpoint["rng"])
-        else:
-            seed_everything(args.seed + 1000 * checkpoint["epoch"], dist.rank)
-        start_epoch, best_top1, best_epoch = checkpoint["epoch"], checkpoint["best_top1"], checkpoint["best_epoch"]
-        prior_wall, stage_best = checkpoint["wall_time_s"], checkpoint["stage_best"]
+        start_epoch, step, best_top1, best_epoch, prior_wall = restore_training(
+            checkpoint, trainable, optimizer, scheduler, scaler, dist.rank, args.seed)
         run_dir = os.path.dirname(os.path.abspath(resume_path))
     else:
         run_name = f"{args.exp_name}__{args.dataset}__{args.model}__seed{args.seed}__{time.strftime('%Y%m%d-%H%M%S')}"
         run_dir = new_run_dir(args.out_dir, run_name)
 
-    # nanoGPT's order: to(device) -> compile -> DDP; the unwrapped `model` is what gets saved
-    eval_model = torch.compile(student) if args.compile else student
-    log = RunLog(run_dir, args, master, start_epoch)
+    # nanoGPT's order: to(device) -> compile -> DDP. Compiled in place, so the saved keys stay the module's own
+    if args.compile:  # ALGO LOGIC: the whole module; each phase compiles its own graphs (training, val MSE, evaluation)
+        torch._dynamo.config.recompile_limit = 64  # dynamo's 8 would leave the phases after the third uncompiled
+        trainable.compile()
+    train_model = None  # ALGO LOGIC: each phase wraps the trainable in DDP again, over what it trains
+    eval_model = trainable
+    log = RunLog(run_dir, args, master, checkpoint)
     if master:
         print(f"run dir: {run_dir}  ({dist.world_size} process(es) on {device}, {torch.get_num_threads()} CPU "
               f"thread(s) each, {len(train_loader)} steps/epoch)")
 
     criterion = nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
-    groups = stage_modules(model, args.model)
-    plan = phase_plan(num_maps, num_stages, args)
-    classifier_stage = num_stages + 1
     teacher_nodes = [STAGE_NODES[teacher_name][i] for i in pairs]
-    optimizer, phase = None, None
 
+    # TRY NOT TO MODIFY: the loop; it logs, sums and checks every term of `losses`
     planned_steps = (args.epochs - start_epoch) * len(train_loader)
     throughput = Throughput(device, min(planned_steps, args.max_steps or planned_steps))
-    step = start_epoch * len(train_loader)
     metrics, epochs_done = None, start_epoch
     for epoch in range(start_epoch, args.epochs):
         if args.max_steps and step >= args.max_steps:
             break
-        stage, _, phase_epochs = phase_at(plan, epoch)
-        trained = trained_groups(stage, num_maps, num_stages, args.finetune_all)
-        # every epoch, as evaluation resets the modes
-        params = freeze_all_but(groups, student.adapters, trained, stage, args.frozen_bn)
-        if (stage, trained) != phase:  # a new phase: fresh optimizer and LR schedule; DDP over what it trains
-            phase = (stage, trained)
-            if stage_best is not None and stage_best["stage"] != stage:  # ALGO LOGIC: from the last phase's best epoch
-                model.load_state_dict(stage_best["model"])
-                student.adapters.load_state_dict(stage_best["adapters"])
+        # ALGO LOGIC: a new phase starts from the last one's best epoch, with a fresh optimizer and LR schedule
+        if phase_at(plan, epoch)[0] != stage:
+            if stage_best is not None:
+                trainable.load_state_dict(stage_best["trainable"])
                 stage_best = None
-            optimizer = build_optimizer(args, params)
-            scheduler = build_scheduler(args, optimizer, len(train_loader), epochs=phase_epochs)
-            if checkpoint is not None and epoch == start_epoch and checkpoint["phase"] == [stage, trained]:
-                optimizer.load_state_dict(checkpoint["optimizer"])  # resumed inside the phase it was saved in
-                scheduler.load_state_dict(checkpoint["scheduler"])
-            phase_model = phase_student(student, model, args.model, stage, num_maps)
-            if phase_model is student:
-                phase_model = eval_model  # compiled once, shared with evaluation
-            elif args.compile:
-                phase_model = torch.compile(phase_model)
-            train_model = DDP(phase_model, device_ids=[device.index] if device.type == "cuda" else None) \
-                if dist.world_size > 1 else phase_model
-            # the teacher runs only as far as the map being learnt (FX drops the layers after it); not for the head
-            if stage != classifier_stage:
-                nodes = teacher_nodes if stage == -1 else [teacher_nodes[stage]]
-                teacher_stages = create_feature_extractor(teacher, nodes).eval()
-                teacher_stages = torch.compile(teacher_stages) if args.compile else teacher_stages
-        has_logits = stage in (-1, classifier_stage)  # feature phases stop at map k: no CE to log
+            stage, optimizer, scheduler = phase_optimizer(epoch)
+            train_model = None
+        set_phase(stage)
+        if train_model is None:  # DDP over what the phase trains; the teacher only as far as the map learnt
+            train_model = DDP(trainable, device_ids=[device.index] if device.type == "cuda" else None) \
+                if dist.world_size > 1 else trainable
+            if stage != classifier_stage:  # FX drops the teacher's layers after the map; the head needs none
+                teacher_stages = create_feature_extractor(teacher, teacher_nodes if stage == -1 else
+                                                          [teacher_nodes[stage]]).eval()
+                if args.compile:
+                    teacher_stages.compile()
         train_loader.set_epoch(epoch)
-        loss_sums, epoch_steps = torch.zeros(3, device=device), 0  # stage, ce, total
-        zero = torch.zeros((), device=device)  # the loss term a phase does not compute
+        loss_sums, epoch_steps = 0, 0
         throughput.start()
-        bar = tqdm(throughput.timed(train_loader), total=len(train_loader),
-                   desc=f"epoch {epoch + 1}/{args.epochs} stage {stage}", disable=not (master and sys.stdout.isatty()), leave=False)
+        bar = tqdm(throughput.timed(train_loader), total=len(train_loader), desc=f"epoch {epoch + 1}/{args.epochs}",
+                   disable=not (master and sys.stdout.isatty()), leave=False)
         for images, labels in bar:
-            # ALGO LOGIC: one training step
             images = images.contiguous(memory_format=memory_format)
+            # ALGO LOGIC: one step's loss terms; losses["total"] is what the optimizer minimises
             if stage != classifier_stage:
                 with torch.no_grad(), autocast:
                     teacher_features = list(teacher_stages(images).values())
             with autocast:
                 if stage == classifier_stage:
-                    loss_ce = criterion(train_model(images)[0], labels)
-                    loss_stage = zero
-                    loss = loss_ce
+                    losses = {"ce": criterion(train_model(images, stage)[0], labels)}
+                    losses["total"] = losses["ce"]
                 elif stage == -1:
-                    logits, features = train_model(images)
-                    loss_ce = criterion(logits, labels)
+                    logits, features = train_model(images, stage)
                     loss_stages = [stage_loss(student_feature, teacher_feature)
                                    for student_feature, teacher_feature in zip(features, teacher_features)]
-                    loss_stage = sum(loss_stages)
-                    loss = simultaneous_loss(loss_ce, loss_stages)
+                    losses = {"ce": criterion(logits, labels), "stage": sum(loss_stages)}
+                    losses["total"] = simultaneous_loss(losses["ce"], loss_stages)
                 else:  # the student ends at map k: no logits, no CE
-                    loss_stage = stage_loss(train_model(images), teacher_features[0])
-                    loss_ce = zero
-                    loss = loss_stage
+                    losses = {"stage": stage_loss(train_model(images, stage), teacher_features[0])}
+                    losses["total"] = losses["stage"]
+            # TRY NOT TO MODIFY: the update, the sums and the step log
             optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
+            scaler.scale(losses["total"]).backward()
             scaler.step(optimizer)
             scaler.update()
             scheduler.step()
 
-            loss_sums += torch.stack([loss_stage, loss_ce, loss]).detach()
+            loss_sums = loss_sums + torch.stack(list(losses.values())).detach().float()
             step, epoch_steps = step + 1, epoch_steps + 1
             throughput.step(len(images) * dist.world_size)
             if step % args.log_interval == 0 and master:  # the only host syncs in the loop
-                bar.set_postfix(loss=f"{loss.item():.3f}")
+                values = dict(zip(losses, torch.stack(list(losses.values())).tolist()))
+                check_finite(values, step)
+                bar.set_postfix(loss=f"{values['total']:.3f}")
                 if bar.disable:  # no progress bar in a redirected log: one line per interval instead
-                    print(f"epoch {epoch + 1} step {step}  loss {loss.item():.4f}", flush=True)
-                log.scalars(step, {"losses/stage": loss_stage.item(), "losses/total": loss.item(),
-                                   "charts/lr": scheduler.get_last_lr()[0], "charts/stage": stage,
-                                   **({"losses/ce": loss_ce.item()} if has_logits else {})})
+                    print(f"epoch {epoch + 1} step {step}  " + "  ".join(f"{k} {v:.4f}" for k, v in values.items()),
+                          flush=True)
+                log.scalars(step, {**{f"losses/{k}": v for k, v in values.items()}, "charts/lr": scheduler.get_last_lr()[0]})
             if args.max_steps and step >= args.max_steps:
                 break
         throughput.stop()
@@ -420,52 +408,48 @@ def main(args):
 
         val_stage = None
         if 0 <= stage < num_maps:  # ALGO LOGIC: keep the feature phase's epoch of lowest validation MSE
-            val_stage = val_stage_loss(phase_model, teacher_stages, val_loader, autocast, device, memory_format)
+            val_stage = val_stage_loss(eval_model, stage, teacher_stages, val_loader, autocast, device, memory_format)
             if args.phase_start == "best" and (stage_best is None or val_stage < stage_best["val_stage_loss"]):
-                stage_best = {"stage": stage, "epoch": epoch + 1, "val_stage_loss": val_stage, **{
-                    part: {key: value.to("cpu", copy=True) for key, value in module.state_dict().items()}
-                    for part, module in (("model", model), ("adapters", student.adapters))}}
+                stage_best = {"stage": stage, "epoch": epoch + 1, "val_stage_loss": val_stage, "trainable": {
+                    key: value.to("cpu", copy=True) for key, value in trainable.state_dict().items()}}
         metrics = evaluate(eval_model, val_loader, autocast, device, memory_format)
-        loss_stage_mean, loss_ce_mean, train_loss = (all_reduce_sum(loss_sums) / max(1, epoch_steps * dist.world_size)).tolist()
+        means = dict(zip(losses, (all_reduce_sum(loss_sums) / max(1, epoch_steps * dist.world_size)).tolist()))
+        check_finite(means, step)
         if metrics["top1"] > best_top1:
             best_top1, best_epoch = metrics["top1"], epoch + 1
-        record = {"epoch": epoch + 1, "step": step, "stage": stage, "train_loss": train_loss,
-                  "loss_stage": loss_stage_mean, "loss_ce": loss_ce_mean if has_logits else None,
-                  "val_loss": metrics["loss"], "val_stage_loss": val_stage,
+        record = {"epoch": epoch + 1, "step": step, "stage": stage, "train_loss": means["total"],
+                  **{f"loss_{k}": v for k, v in means.items() if k != "total"}, "val_loss": metrics["loss"],
+                  "val_stage_loss": val_stage,
                   "top1": metrics["top1"], "top5": metrics["top5"], "lr": scheduler.get_last_lr()[0],
                   "images_per_sec": throughput.epoch_rate,
                   "data_wait_fraction": throughput.epoch_wait_fraction, "time_s": time.time() - started + prior_wall}
         log.epoch(record)
-        log.scalars(epoch + 1, {"losses/train": train_loss, "losses/train_stage": loss_stage_mean,
-                                "losses/val": metrics["loss"], "eval/top1": metrics["top1"],
-                                "eval/top5": metrics["top5"], "charts/images_per_sec": throughput.epoch_rate,
-                                "charts/data_wait_fraction": throughput.epoch_wait_fraction,
-                                "charts/stage": stage, **({"losses/train_ce": loss_ce_mean} if has_logits else {}),
-                                **({"losses/val_stage": val_stage} if val_stage is not None else {})})
+        log.scalars(step, {"losses/val": metrics["loss"], "eval/top1": metrics["top1"], "eval/top5": metrics["top5"],
+                           "charts/epoch": epoch + 1, "charts/images_per_sec": throughput.epoch_rate,
+                           "charts/data_wait_fraction": throughput.epoch_wait_fraction, "charts/stage": stage,
+                           **({"losses/val_stage": val_stage} if val_stage is not None else {})})
         if master:
-            print(f"epoch {epoch + 1}/{args.epochs}  stage {stage}  loss {train_loss:.4f}  "
+            print(f"epoch {epoch + 1}/{args.epochs}  stage {stage}  loss {means['total']:.4f}  "
                   + (f"val MSE {val_stage:.4f}  " if val_stage is not None else "")
                   + f"top1 {metrics['top1']:.2f}  top5 {metrics['top5']:.2f}  {throughput.epoch_rate:.0f} img/s")
-            state = {"model": model.state_dict(), "adapters": student.adapters.state_dict(), "model_name": args.model,
-                     "num_classes": num_classes, "dataset": args.dataset, "args": vars(args), "epoch": epoch + 1,
-                     "phase": [stage, trained], "best_top1": best_top1, "best_epoch": best_epoch,
+            state = {"model": trainable.student.state_dict(), "trainable": trainable.state_dict(), "method": method,
+                     "model_name": args.model, "num_classes": num_classes, "dataset": args.dataset, "args": vars(args),
+                     "epoch": epoch + 1, "step": step, "best_top1": best_top1, "best_epoch": best_epoch,
                      "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                     "scaler": scaler.state_dict(), "rng": rng_state(), "top1": metrics["top1"], "stage_best": stage_best,
-                     "wall_time_s": time.time() - started + prior_wall}
-            save_checkpoint(os.path.join(run_dir, "last.pt"), state)
-            if best_epoch == epoch + 1:
-                save_checkpoint(os.path.join(run_dir, "best.pt"), state)
+                     "scaler": scaler.state_dict(), "rng": rng_state(), "top1": metrics["top1"],
+                     "teacher_top1": teacher_top1, "wall_time_s": time.time() - started + prior_wall,
+                     "stage": stage, "stage_best": stage_best}
+            save_epoch(run_dir, state, best_epoch == epoch + 1)
 
-    if metrics is None:  # nothing left to train (resumed a finished run): report the checkpoint as it is
+    if metrics is None:  # a finished run resumed: nothing to train, results.json stays as it is
         metrics = evaluate(eval_model, val_loader, autocast, device, memory_format)
-    results = {"top1": metrics["top1"], "top5": metrics["top5"], "best_top1": best_top1, "best_epoch": best_epoch,
-               "epochs": epochs_done,
-               "steps": step, "wall_time_s": time.time() - started + prior_wall,
-               "images_per_sec": throughput.rate, "data_wait_fraction": throughput.wait_fraction,
-               "model": args.model, "dataset": args.dataset,
-               "world_size": dist.world_size, "teacher": teacher_name, "teacher_top1": teacher_top1,
-               "method": "simultaneous" if args.simultaneous else "stagewise"}
-    log.results(results)
+    else:
+        log.results({"top1": metrics["top1"], "top5": metrics["top5"], "best_top1": best_top1,
+                     "best_epoch": best_epoch, "epochs": epochs_done, "steps": step,
+                     "wall_time_s": time.time() - started + prior_wall, "images_per_sec": throughput.rate,
+                     "data_wait_fraction": throughput.wait_fraction, "model": args.model, "dataset": args.dataset,
+                     "world_size": dist.world_size, "teacher": teacher_name, "teacher_top1": teacher_top1,
+                     "method": method})
     log.close()
     if master:
         print(f"FINAL top1={metrics['top1']:.2f} top5={metrics['top5']:.2f} best_top1={best_top1:.2f}")

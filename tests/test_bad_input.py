@@ -53,8 +53,7 @@ METHOD_FLAGS = {
     "kd_fsp": [("--fsp-weight", "-1"), ("--fsp-epochs", "-1"), ("--fsp-lr", "-1"), ("--ce-weight", "-1")],
     "kd_stagewise": [("--stage-epochs", "0"), ("--classifier-epochs", "-1"), ("--feature-maps", "-2")],
 }
-CASES = [(script, flag, value) for script in SCRIPTS for flag, value in SHARED_FLAGS if
-         not (script == "kd_stagewise" and flag == "--epochs")] + \
+CASES = [(script, flag, value) for script in SCRIPTS for flag, value in SHARED_FLAGS] + \
         [(script, flag, value) for script, flags in METHOD_FLAGS.items() for flag, value in flags]
 
 

@@ -1,6 +1,8 @@
 """kd_fsp.py: FSP matrices and loss against values worked out by hand, the channel check, gradients
-that reach only the student, and end-to-end runs on digits (joint, two-stage, resume across stages)."""
+that reach only the student, the trainable module, flag ranges, and end-to-end runs on digits (joint,
+two-stage, resume across stages)."""
 import json
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -10,7 +12,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from conftest import QUICK, assert_run_outputs, assert_user_error, feature_kd_step, only_run, run_script, tensorboard_tags
 from common import UserError
 from common.models import create_model, stage_shapes
-from kd_fsp import check_channels, fsp_loss, fsp_matrix, pool_to
+from kd_fsp import Trainable, check_channels, fsp_loss, fsp_matrix, main, parse_args, pool_to
 
 # one image, 1x2 positions: F_in has channels [1, 2] and [3, 0], F_out has channels [4, 5] and [1, -1]
 FEATURE_IN = torch.tensor([[[[1.0, 2.0]], [[3.0, 0.0]]]])
@@ -93,15 +95,44 @@ def test_one_step_trains_the_student_only():
     assert student_model.fc.weight.grad is None  # FSP alone (two-stage, stage 1) leaves the classifier alone
 
 
+def test_trainable_is_the_student_seen_through_its_stages():
+    """Each weight once, under the student's own names; the forward runs the student's own layers."""
+    model = create_model("resnet8", 10)
+    trainable = Trainable(model, SimpleNamespace(model="resnet8"))
+    assert trainable.state_dict().keys() == {f"student.{key}" for key in model.state_dict()}
+    assert [id(p) for p in trainable.parameters()] == [id(p) for p in model.parameters()]
+    with torch.no_grad():
+        model.fc.bias.add_(1.0)  # a change to the student is a change to what the trainable computes
+        logits, features = trainable.eval()(torch.ones(1, 3, 32, 32))
+        assert torch.equal(logits, model(torch.ones(1, 3, 32, 32))) and len(features) == 4
+
+
+@pytest.mark.parametrize("flag,value,message", [("--fsp-weight", "-1", "--fsp-weight -1.0 must be 0 or more"),
+                                                ("--fsp-epochs", "-1", "--fsp-epochs -1 must be 0 or more"),
+                                                ("--fsp-lr", "-1", "--fsp-lr -1.0 must be 0 or more"),
+                                                ("--ce-weight", "nan", "--ce-weight nan must be 0 or more")])
+def test_method_flags_out_of_range_are_one_line(tmp_path, capsys, flag, value, message):
+    with pytest.raises(SystemExit) as exit_info:
+        main(parse_args(["--teacher", "none.pt", "--out-dir", str(tmp_path / "runs"), flag, value]))
+    captured = capsys.readouterr()
+    assert_user_error(SimpleNamespace(returncode=exit_info.value.code, stdout=captured.out, stderr=captured.err),
+                      message)
+    assert exit_info.value.code == 2 and not (tmp_path / "runs").exists()
+
+
 def test_joint_end_to_end(make_teacher, tmp_path):
     teacher = make_teacher("resnet14")
     result = run_script("kd_fsp.py", "--model", "resnet8", "--teacher", teacher, "--out-dir", tmp_path,
                         "--ce-weight", "0.8", "--fsp-weight", "0.5", *QUICK)
     run_dir, results, metrics = assert_run_outputs(result, tmp_path, teacher, "fsp")
     epoch = metrics[0]
-    assert epoch["phase"] == 0 and epoch["loss_kd"] > 0
-    assert epoch["train_loss"] == pytest.approx(0.8 * epoch["loss_ce"] + 0.5 * epoch["loss_kd"], rel=1e-4)
-    assert {"losses/ce", "losses/kd", "losses/total", "charts/phase"} <= tensorboard_tags(run_dir)
+    assert epoch["phase"] == 0 and epoch["loss_fsp"] > 0 and "loss_kd" not in epoch
+    assert epoch["train_loss"] == pytest.approx(0.8 * epoch["loss_ce"] + 0.5 * epoch["loss_fsp"], rel=1e-4)
+    assert {"losses/ce", "losses/fsp", "losses/total", "charts/phase"} <= tensorboard_tags(run_dir)
+    last = torch.load(run_dir / "last.pt", weights_only=False)
+    assert last["method"] == "fsp" and last["phase"] == 0 and last["teacher_top1"] == results["teacher_top1"]
+    # the trainable module is the student alone, each tensor once under its own name
+    assert last["trainable"].keys() == {f"student.{key}" for key in last["model"]}
 
 
 TWO_STAGE = ["--model", "resnet8", "--fsp-mode", "two-stage", "--fsp-epochs", "1", *QUICK]
@@ -119,13 +150,15 @@ def test_two_stage_end_to_end(two_stage_run):
     run_dir, results, metrics = assert_run_outputs(result, out, teacher, "fsp")
     assert results["epochs"] == 2 and [m["phase"] for m in metrics] == [1, 2]
     stage1, stage2 = metrics
-    assert stage1["loss_kd"] > 0 and stage1["train_loss"] == pytest.approx(stage1["loss_kd"])  # FSP alone
-    assert stage2["loss_kd"] == 0 and stage2["train_loss"] == pytest.approx(stage2["loss_ce"])  # CE alone
+    # each stage logs the one term it trains, unweighted
+    assert stage1["loss_fsp"] > 0 and stage1["train_loss"] == stage1["loss_fsp"] and "loss_ce" not in stage1
+    assert stage2["loss_ce"] > 0 and stage2["train_loss"] == stage2["loss_ce"] and "loss_fsp" not in stage2
     assert stage2["step"] == 2 * stage1["step"]
     events = EventAccumulator(str(run_dir))
     events.Reload()
-    phases = {int(event.value) for event in events.Scalars("charts/phase")}
-    assert phases == {1, 2}
+    phases = [(event.step, int(event.value)) for event in events.Scalars("charts/phase")]
+    assert phases == [(stage1["step"], 1), (stage2["step"], 2)]  # at the global step, as every scalar
+    assert [event.step for event in events.Scalars("losses/fsp")] == [5 * i for i in range(1, stage1["step"] // 5 + 1)]
 
 
 def test_resume_across_the_stage_boundary(two_stage_run, tmp_path):
@@ -138,11 +171,11 @@ def test_resume_across_the_stage_boundary(two_stage_run, tmp_path):
     run_script("kd_fsp.py", *TWO_STAGE, "--teacher", teacher, "--out-dir", tmp_path, "--resume", run_dir / "last.pt")
     resumed_dir, resumed = only_run(tmp_path)
     assert resumed_dir == run_dir and resumed["epochs"] == 2
-    assert resumed["top1"] == uninterrupted["top1"]
+    assert resumed["top1"] == uninterrupted["top1"] and resumed["teacher_top1"] == uninterrupted["teacher_top1"]
     resumed_model = torch.load(run_dir / "last.pt", weights_only=False)["model"]
     uninterrupted_model = torch.load(uninterrupted_dir / "last.pt", weights_only=False)["model"]
     for key, value in uninterrupted_model.items():
-        assert torch.allclose(resumed_model[key].float(), value.float(), atol=1e-6), key
+        assert torch.equal(resumed_model[key], value), key
     phases = [json.loads(line)["phase"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert phases == [1, 2]
 

@@ -1,8 +1,8 @@
 """kd_stagewise.py: the feature and simultaneous losses by hand, the pairing of maps, the stem/stage/head
 partition, the phase schedule and what each phase trains (in-process, with frozen BatchNorm in eval or
 train mode, and across real runs resumed at every phase boundary, one of them under torchrun), each
-phase starting from the previous phase's best validation MSE, FitNets adapters, --feature-maps, shape
-errors, end-to-end runs on digits and seed 004's networks on fake data."""
+phase starting from the previous phase's best validation MSE, FitNets adapters in the trainable module,
+--feature-maps, flag and shape errors, end-to-end runs on digits and seed 004's networks on fake data."""
 import copy
 import json
 import shutil
@@ -14,14 +14,14 @@ import torch
 import kd_stagewise
 from conftest import assert_run_outputs, assert_user_error, only_run, run_script, tensorboard_tags
 from common.models import STAGE_NODES, create_model, stage_modules, stage_shapes, with_stages
-from kd_stagewise import (StudentWithAdapters, freeze_all_but, main, pair_maps, parse_args, phase_at, phase_plan,
-                          phase_student, simultaneous_loss, stage_loss, trained_groups, val_stage_loss)
+from kd_stagewise import (Trainable, freeze_all_but, main, pair_maps, parse_args, phase_at, phase_plan,
+                          simultaneous_loss, stage_loss, trained_groups, val_stage_loss)
 
 STEPS_PER_EPOCH = 5  # a quarter of digits: 359 training images // 64
 # wrn_16_2 (stem 16, stage widths 32/64/128) learning resnet14's maps (16/16/32/64): stages 1-3 have adapters
 PHASES = ["--model", "wrn_16_2", "--stage-epochs", "1", "--classifier-epochs", "2", "--train-fraction", "0.25",
           "--log-interval", "2"]
-ADAPTERS = ["1.weight", "2.weight", "3.weight"]
+ADAPTERS = ["adapters.1.weight", "adapters.2.weight", "adapters.3.weight"]  # keys of the trainable module
 
 
 def test_stage_loss_by_hand():
@@ -43,9 +43,14 @@ def test_simultaneous_loss_by_hand():
 def test_val_stage_loss_is_the_mean_over_all_images():
     """Batches of 3 and 1 images: the mean over every element, not the mean of the batch means."""
     batches = [(torch.full((3, 1, 2, 2), 2.0), None), (torch.full((1, 1, 2, 2), 4.0), None)]
-    student = torch.nn.BatchNorm2d(1, eps=0.0, affine=False)  # in eval mode the identity (running mean 0, var 1)
+
+    class Student(torch.nn.BatchNorm2d):  # in eval mode the identity (running mean 0, var 1); in train mode 0
+        def forward(self, images, stage):
+            assert stage == 2  # the map of the phase
+            return super().forward(images)
+    student = Student(1, eps=0.0, affine=False)
     teacher = lambda images: {"map": torch.zeros_like(images)}  # noqa: E731
-    loss = val_stage_loss(student, teacher, batches, torch.autocast("cpu", enabled=False), torch.device("cpu"),
+    loss = val_stage_loss(student, 2, teacher, batches, torch.autocast("cpu", enabled=False), torch.device("cpu"),
                           torch.contiguous_format)
     assert not student.training and loss == pytest.approx((3 * 4 + 1 * 16) / 4)
 
@@ -113,17 +118,27 @@ def group_keys(name):
 
 def changed(before, after, name="wrn_16_2", adapters=ADAPTERS):
     """Which groups (0 stem, 1..K stages, K + 1 head: weights or BatchNorm statistics) and adapters
-    (by map) differ between two {"model": ..., "adapters": ...} states."""
+    (by map) differ between two {"model": ..., "trainable": ...} states (checkpoints)."""
     groups = [index for index, keys in enumerate(group_keys(name))
               if any(not torch.equal(before["model"][key], after["model"][key]) for key in keys)]
-    adapters = [int(key.split(".")[0]) for key in adapters
-                if not torch.equal(before["adapters"][key], after["adapters"][key])]
+    adapters = [int(key.split(".")[1]) for key in adapters
+                if not torch.equal(before["trainable"][key], after["trainable"][key])]
     return groups, adapters
 
 
-def state_of(model, adapters):
-    return {"model": {key: value.clone() for key, value in model.state_dict().items()},
-            "adapters": {key: value.clone() for key, value in adapters.state_dict().items()}}
+def state_of(trainable):
+    return {"model": {key: value.clone() for key, value in trainable.student.state_dict().items()},
+            "trainable": {key: value.clone() for key, value in trainable.state_dict().items()}}
+
+
+def test_trainable_holds_each_weight_once():
+    """The student under its own names and the adapters; the views of the student add nothing."""
+    model = create_model("wrn_16_2", 10)
+    shapes = stage_shapes(model, "wrn_16_2", (3, 16, 16))
+    teacher_shapes = stage_shapes(create_model("resnet20", 10), "resnet20", (3, 16, 16))
+    trainable = Trainable(model, SimpleNamespace(model="wrn_16_2"), shapes, teacher_shapes)
+    assert trainable.state_dict().keys() == {f"student.{key}" for key in model.state_dict()} | set(ADAPTERS)
+    assert len(list(trainable.parameters())) == len(list(model.parameters())) + len(ADAPTERS)
 
 
 @pytest.mark.parametrize("frozen_bn", ["eval", "train"])
@@ -135,30 +150,29 @@ def test_a_phase_trains_its_group_and_adapter_only(stage, frozen_bn):
     model = create_model("wrn_16_2", 10)
     shapes = stage_shapes(model, "wrn_16_2", (3, 16, 16))
     teacher_shapes = stage_shapes(create_model("resnet20", 10), "resnet20", (3, 16, 16))
-    student = StudentWithAdapters(model, "wrn_16_2", shapes, teacher_shapes)
-    assert [tuple(adapter.weight.shape) for adapter in student.adapters[1:]] == [(16, 32, 1, 1), (32, 64, 1, 1),
-                                                                                 (64, 128, 1, 1)]
-    params = freeze_all_but(stage_modules(model, "wrn_16_2"), student.adapters, trained_groups(stage, 4, 3, False),
+    trainable = Trainable(model, SimpleNamespace(model="wrn_16_2"), shapes, teacher_shapes)
+    assert [tuple(adapter.weight.shape) for adapter in trainable.adapters[1:]] == [(16, 32, 1, 1), (32, 64, 1, 1),
+                                                                                   (64, 128, 1, 1)]
+    params = freeze_all_but(stage_modules(model, "wrn_16_2"), trainable.adapters, trained_groups(stage, 4, 3, False),
                             stage, frozen_bn)
-    before = state_of(model, student.adapters)
+    before = state_of(trainable)
     optimizer = torch.optim.SGD(params, lr=0.1)
-    phase_model = phase_student(student, model, "wrn_16_2", stage, 4)  # what the script trains in the phase
-    assert (phase_model is student) == (stage == 4)
     for _ in range(2):
         images = torch.randn(8, 3, 16, 16)
         if stage == 4:
-            loss = torch.nn.functional.cross_entropy(phase_model(images)[0], torch.arange(8))
+            loss = torch.nn.functional.cross_entropy(trainable(images, stage)[0], torch.arange(8))
         else:  # the student up to map k, through its adapter: the k-th output of the whole student
-            feature = phase_model(images)
+            feature = trainable(images, stage)
+            assert feature.shape == (8, *teacher_shapes[stage])
             if frozen_bn == "eval":  # in train mode the whole student's forward would update later statistics
                 with torch.no_grad():
-                    assert torch.allclose(feature, student(images)[1][stage], atol=1e-5)
+                    assert torch.allclose(feature, trainable(images)[1][stage], atol=1e-5)
             loss = stage_loss(feature, torch.randn(8, *teacher_shapes[stage]))
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
     groups = [stage] if frozen_bn == "eval" else sorted({*range(1, stage + 1), stage})
-    assert changed(before, state_of(model, student.adapters)) == (groups, [stage] if 1 <= stage <= 3 else [])
+    assert changed(before, state_of(trainable)) == (groups, [stage] if 1 <= stage <= 3 else [])
 
 
 # ---------------------------------------------------------------- real runs
@@ -190,22 +204,25 @@ def test_stagewise_end_to_end(phase_runs):
                                                    phase_runs.teacher, "stagewise", model="wrn_16_2")
     assert results["epochs"] == 6 and [m["stage"] for m in metrics] == [0, 1, 2, 3, 4, 4]
     for m in metrics:  # feature phases train the MSE only; the classifier phase CE only
-        assert m["train_loss"] == pytest.approx(m["loss_stage"] if m["stage"] < 4 else m["loss_ce"])
-        assert (m["loss_stage"] > 0) == (m["stage"] < 4)
-        assert (m["loss_ce"] is None) == (m["stage"] < 4)  # a feature phase computes no logits
+        assert m["train_loss"] == (m["loss_stage"] if m["stage"] < 4 else m["loss_ce"])
+        assert ("loss_stage" in m) == (m["stage"] < 4) and m.get("loss_stage", 1) > 0
+        assert ("loss_ce" in m) == (m["stage"] == 4)  # a feature phase computes no logits
         assert (m["val_stage_loss"] is None) == (m["stage"] == 4) and (m["val_stage_loss"] or 1) > 0
     assert {"charts/stage", "losses/stage", "losses/ce", "losses/total", "losses/val_stage",
             "eval/top1"} <= tensorboard_tags(run_dir)
     last = load(run_dir / "last.pt")
-    assert last["stage_best"] is None  # used up when the classifier phase began
-    adapters = last["adapters"]  # 1x1 convolutions from student to teacher width; the stems match
+    assert last["stage_best"] is None and last["stage"] == 4  # used up when the classifier phase began
+    assert last["method"] == "stagewise" and last["teacher_top1"] == results["teacher_top1"]
+    # the trainable module: the student and 1x1 convolutions from student to teacher width (the stems match)
+    adapters = {key: value for key, value in last["trainable"].items() if not key.startswith("student.")}
     assert sorted(adapters) == ADAPTERS
     assert [adapters[key].shape for key in ADAPTERS] == [(16, 32, 1, 1), (32, 64, 1, 1), (64, 128, 1, 1)]
+    assert all(torch.equal(value, last["trainable"][f"student.{key}"]) for key, value in last["model"].items())
 
 
 def test_each_phase_trains_only_its_group_and_adapter(phase_runs):
     epoch2, epoch5, epoch6 = [load(path) for path in phase_runs.checkpoints]
-    assert [epoch["phase"][0] for epoch in (epoch2, epoch5, epoch6)] == [1, 4, 4]
+    assert [epoch["stage"] for epoch in (epoch2, epoch5, epoch6)] == [1, 4, 4]
     # stages 2 and 3 with their adapters, then the head; the rest kept, BatchNorm statistics included
     assert changed(epoch2, epoch5) == ([2, 3, 4], [2, 3])
     assert changed(epoch5, epoch6) == ([4], [])  # inside the classifier phase: the head only
@@ -214,23 +231,28 @@ def test_each_phase_trains_only_its_group_and_adapter(phase_runs):
 def test_resumed_at_every_phase_boundary_equals_straight_run(phase_runs):
     straight = load(only_run(phase_runs.out / "straight")[0] / "last.pt")
     chained = load(phase_runs.checkpoints[-1])
-    for part in ("model", "adapters"):
+    for part in ("model", "trainable"):
         for key, value in straight[part].items():
             assert torch.equal(value, chained[part][key]), key
-    assert straight["best_top1"] == chained["best_top1"]
+    assert straight["best_top1"] == chained["best_top1"] and straight["step"] == chained["step"]
 
 
 def test_torchrun_crosses_a_phase_boundary_with_finetune_all(phase_runs, tmp_path):
-    """Two processes resume after stage 1: stages 2 and 3, then the whole network fine-tuned (a new
-    DDP per phase; the body moves only because of --finetune-all, as the single-process runs show)."""
-    shutil.copy(phase_runs.checkpoints[0], tmp_path / "last.pt")
-    result = run_script("kd_stagewise.py", *PHASES, "--teacher", phase_runs.teacher, "--resume",
-                        tmp_path / "last.pt", "--finetune-all", nproc=2)
-    results = json.loads((tmp_path / "results.json").read_text())
+    """A --finetune-all run stopped after stage 1, then resumed by two processes: stages 2 and 3, then
+    the whole network fine-tuned (a new DDP per phase; the body moves only because of --finetune-all,
+    as the single-process runs show)."""
+    finetune = [*PHASES, "--teacher", phase_runs.teacher, "--out-dir", tmp_path, "--finetune-all"]
+    run_script("kd_stagewise.py", *finetune, "--max-steps", 2 * STEPS_PER_EPOCH)
+    run_dir, _ = only_run(tmp_path)
+    before = load(run_dir / "last.pt")
+    assert changed(load(phase_runs.checkpoints[0]), before) == ([], [])  # its feature phases are the stage-wise run's
+    result = run_script("kd_stagewise.py", *finetune, "--resume", run_dir / "last.pt", nproc=2)
+    results = json.loads((run_dir / "results.json").read_text())
     assert results["world_size"] == 2 and results["epochs"] == 6 and result.stdout.count("FINAL") == 1
-    assert [json.loads(line)["stage"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [2, 3, 4, 4]
-    after = load(tmp_path / "last.pt")
-    assert changed(load(phase_runs.checkpoints[0]), after) == ([0, 1, 2, 3, 4], [2, 3])
+    assert [json.loads(line)["stage"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()] == [
+        0, 1, 2, 3, 4, 4]
+    after = load(run_dir / "last.pt")
+    assert changed(before, after) == ([0, 1, 2, 3, 4], [2, 3])
     create_model("wrn_16_2", 10).load_state_dict(after["model"])  # the plain student, as train_teacher.py saves it
 
 
@@ -249,15 +271,14 @@ def test_simultaneous_end_to_end(phase_runs, tmp_path):
 # ---------------------------------------------------------------- in-process runs (no start-up cost)
 def run_in_process(monkeypatch, tmp_path, argv, val_losses=None):
     """main(argv) in this process; returns the runs's metrics and the state of every epoch's last.pt
-    (copied, as save_checkpoint writes it). `val_losses`: the validation MSE each feature epoch reports."""
+    (copied, as save_epoch writes it). `val_losses`: the validation MSE each feature epoch reports."""
     saved = []
-    save = kd_stagewise.save_checkpoint
+    save = kd_stagewise.save_epoch
 
-    def spy(path, state):
-        if str(path).endswith("last.pt"):
-            saved.append(copy.deepcopy({key: state[key] for key in ("model", "adapters", "stage_best", "epoch")}))
-        save(path, state)
-    monkeypatch.setattr(kd_stagewise, "save_checkpoint", spy)
+    def spy(run_dir, state, is_best):
+        saved.append(copy.deepcopy({key: state[key] for key in ("model", "trainable", "stage_best", "epoch")}))
+        save(run_dir, state, is_best)
+    monkeypatch.setattr(kd_stagewise, "save_epoch", spy)
     if val_losses is not None:
         scripted = iter(val_losses)
         monkeypatch.setattr(kd_stagewise, "val_stage_loss", lambda *args: next(scripted))
@@ -283,7 +304,7 @@ def test_a_phase_starts_from_the_previous_phases_best_val_mse(make_teacher, monk
     assert all(torch.equal(start["model"][key], epoch4["model"][key]) for key in stem)
     if phase_start == "best":  # kept in last.pt, so a resumed run restores it too
         assert epoch3["stage_best"]["epoch"] == 2 and epoch3["stage_best"]["stage"] == 0
-        assert all(torch.equal(value, epoch3["stage_best"]["model"][key]) for key, value in epoch2["model"].items())
+        assert all(torch.equal(value, epoch3["stage_best"]["trainable"][key]) for key, value in epoch2["trainable"].items())
         assert epoch4["stage_best"]["stage"] == 1  # the new phase tracks its own best
     else:
         assert all(state["stage_best"] is None for state in saved)
@@ -295,7 +316,7 @@ def test_feature_maps_limits_the_maps_learnt(make_teacher, monkeypatch, tmp_path
             "--simultaneous", "--epochs", "1", "--feature-maps", "2"]
     metrics, saved = run_in_process(monkeypatch, tmp_path, argv)
     assert metrics[0]["train_loss"] == pytest.approx((metrics[0]["loss_ce"] + metrics[0]["loss_stage"]) / 3)
-    assert list(saved[0]["adapters"]) == []  # resnet8 and resnet14 have the same widths
+    assert [key for key in saved[0]["trainable"] if key.startswith("adapters.")] == []  # resnet8, resnet14: same widths
 
 
 @pytest.mark.parametrize("student,teacher,extra,stages", [
@@ -344,6 +365,10 @@ def test_mismatched_feature_maps_are_a_user_error(tmp_path, capsys, teacher, wor
 @pytest.mark.parametrize("extra,words", [
     (["--epochs", "7"], ["4 feature maps x --stage-epochs 2 + --classifier-epochs 3 = 11 epochs", "--epochs 7"]),
     (["--feature-maps", "5"], ["--feature-maps 5", "resnet8 has 4"]),
+    (["--feature-maps", "-1"], ["--feature-maps -1 must be 0 or more"]),
+    (["--stage-epochs", "0"], ["--stage-epochs 0 must be above 0"]),
+    (["--classifier-epochs", "-2"], ["--classifier-epochs -2 must be above 0"]),
+    (["--simultaneous", "--epochs", "0"], ["--epochs 0 must be above 0"]),
 ])
 def test_bad_schedules_are_user_errors(tmp_path, capsys, extra, words):
     result = run_main(["--model", "resnet8", "--teacher", str(random_teacher(tmp_path / "t.pt", "resnet14")),
@@ -360,5 +385,5 @@ def test_seed_pairs_match_map_by_map_without_adapters(student, teacher):
     student_shapes = stage_shapes(create_model(student, 10), student, (3, 64, 64))
     teacher_shapes = stage_shapes(create_model(teacher, 10), teacher, (3, 64, 64))
     assert student_shapes == teacher_shapes  # one to one, every adapter the identity
-    adapters = StudentWithAdapters(create_model(student, 10), student, student_shapes, teacher_shapes).adapters
-    assert len(adapters.state_dict()) == 0
+    trainable = Trainable(create_model(student, 10), SimpleNamespace(model=student), student_shapes, teacher_shapes)
+    assert len(trainable.adapters.state_dict()) == 0
