@@ -179,7 +179,7 @@ def main(args):
     if args.init_from:
         init_from(model, args.model, args.init_from)
     trainable = Trainable(model, args)
-    teacher = Regressed(teacher, args.target)
+    teacher = Regressed(teacher.eval(), args.target)
     with torch.no_grad():  # ALGO LOGIC: the student must give as many values as the teacher
         widths = [net.eval()(torch.zeros(1, *image_shape))[1].shape[1:] for net in (trainable, teacher)]
     if widths[0] != widths[1]:

@@ -56,6 +56,7 @@ SCRIPTS = {
     "train_teacher.py": ([], "sgd", "student"),
     "kd_logit.py": ([], "sgd", "kd"),
     "kd_st.py": ([], "sgd", "kd"),
+    "kd_dkd.py": ([], "sgd", "kd"),
     "kd_at.py": ([], "sgd", "kd"),
     "kd_at.py --kd-weight 0.9": (["--kd-weight", "0.9"], "sgd", "kd"),
     "kd_fsp.py": ([], "sgd", "kd"),

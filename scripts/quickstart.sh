@@ -38,6 +38,7 @@ for fraction in 1.0 0.25; do
   student=(--model "$STUDENT" "${common[@]}")
   run "baseline_$fraction" "$PYTHON" train_teacher.py "${student[@]}" --epochs "$EPOCHS" --exp-name baseline
   run "st_$fraction" "$PYTHON" kd_st.py --teacher "$teacher" "${student[@]}" --epochs "$EPOCHS"
+  run "dkd_$fraction" "$PYTHON" kd_dkd.py --teacher "$teacher" "${student[@]}" --epochs "$EPOCHS"
   run "logit_$fraction" "$PYTHON" kd_logit.py --teacher "$teacher" "${student[@]}" --epochs "$EPOCHS"
   # AT's weight for digits' 8x8 maps (its default; CIFAR's 32x32 maps take 1000), written out as a reminder
   run "at_$fraction" "$PYTHON" kd_at.py --teacher "$teacher" --at-weight 50 "${student[@]}" --epochs "$EPOCHS"

@@ -40,7 +40,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 IGNORED_ARGS = {"seed", "exp_name", "out_dir", "data_dir", "teacher", "init_from", "resume", "evaluate", "log_interval",
                 "workers", "device", "download", "compile", "channels_last", "loader", "dataset", "model",
                 "teacher_model"}
-METHOD_ORDER = ["baseline", "logit", "st", "at", "at_st", "fsp", "simultaneous", "stagewise"]
+METHOD_ORDER = ["baseline", "logit", "st", "dkd", "at", "at_st", "fsp", "simultaneous", "stagewise"]
 
 
 # ---------------------------------------------------------------- published numbers (top-1, %)
@@ -84,6 +84,13 @@ def _references():
             temperature=4.0, **common)
         add(at, source, "last", student=student, teacher=teacher, method="at", at_weight=1000.0, **common)
         add(fsp, source, "last", student=student, teacher=teacher, method="fsp", fsp_mode="two-stage", **common)
+    # mdistiller (DKD, CVPR 2022): best epoch, mean of 5 runs; the 240-epoch recipe with its configs/cifar100/dkd/
+    # settings: CE 1, alpha 1, T 4, 20 warm-up epochs, beta by pair
+    for teacher, student, beta, top1 in (("resnet32x4", "resnet8x4", 8.0, 76.32), ("wrn_40_2", "wrn_16_2", 6.0, 76.23),
+                                         ("resnet56", "resnet20", 2.0, 71.97), ("resnet110", "resnet32", 2.0, 74.11)):
+        add(top1, "mdistiller (mean of 5 runs)", "best", dataset="cifar100", student=student, teacher=teacher,
+            method="dkd", epochs=240, ce_weight=1.0, tckd_weight=1.0, nckd_weight=beta, temperature=4.0,
+            dkd_warmup_epochs=20)
     for method, top1 in (("baseline", 68.92), ("logit", 69.78), ("st", 70.06), ("at", 69.28), ("fsp", 69.78)):
         add(top1, "KD-Zoo", None, dataset="cifar100", student="resnet20",
             teacher=None if method == "baseline" else "resnet110", method=method)
@@ -94,6 +101,8 @@ def _references():
         method="st", ce_weight=0.5, kd_weight=0.5, temperature=1.0, epochs=100)
     add("70.70 / 70.90", "AT paper / torchdistill", None, dataset="imagenet", student="resnet18",
         teacher="resnet34", method="at", at_weight=1000.0, epochs=100)
+    add(71.70, "mdistiller", "best", dataset="imagenet", student="resnet18", teacher="resnet34", method="dkd",
+        ce_weight=1.0, tckd_weight=1.0, nckd_weight=0.5, temperature=1.0, dkd_warmup_epochs=1, epochs=100)
     # seed 000: best epoch; (label smoothing of the teacher 0.0, 0.1); students trained by pure KD
     seed000 = {("imagenet", "resnet18"): {1: (71.488, 71.666), 2: (71.360, 68.860), 3: (69.674, 67.752), 64: (66.194, 64.362)},
                ("imagenet", "resnet50"): {1: (76.328, 76.896), 2: (76.180, 76.110), 3: (75.488, 75.790), 64: (74.278, 74.566)},

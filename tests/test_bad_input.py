@@ -151,11 +151,12 @@ def test_diverged_run_stops_and_keeps_no_non_finite_weights(lr, tmp_path, capsys
     code = call_main("train_teacher", [*TINY, "--epochs", "3", "--lr", lr, "--warmup-epochs", "0",
                                        "--out-dir", tmp_path])
     assert_one_line_error(capsys, code, "not finite", "step")
-    for name in ("best.pt", "last.pt"):
-        path = only_run(tmp_path)[0] / name if run_dirs(tmp_path) else None
-        if path is not None and path.exists():
-            weights = torch.load(path, weights_only=False)["model"]
-            assert all(torch.isfinite(v).all() for v in weights.values() if v.is_floating_point())
+    for run_dir in run_dirs(tmp_path):
+        assert not (run_dir / "results.json").exists()  # a diverged run does not report results
+        for name in ("best.pt", "last.pt"):
+            if (run_dir / name).exists():
+                weights = torch.load(run_dir / name, weights_only=False)["model"]
+                assert all(torch.isfinite(v).all() for v in weights.values() if v.is_floating_point()), name
 
 
 def test_non_finite_teacher_is_refused(make_teacher, tmp_path, capsys):

@@ -20,10 +20,10 @@ from common.models import MODEL_NAMES
 LAUNCHERS = {
     "scripts/cifar/methods.sh": (2 * 2 * 6, 0, 3),          # data sets x pairs x methods
     "scripts/cifar100_benchmark/teachers.sh": (0, 4, 3),
-    "scripts/cifar100_benchmark/students.sh": (4 * 4, 0, 3),  # pairs x (baseline, KD, AT, FSP)
+    "scripts/cifar100_benchmark/students.sh": (4 * 5, 0, 3),  # pairs x (baseline, KD, AT, FSP, DKD)
     "scripts/imagenet/teachers.sh": (0, 2, 1),                # label smoothing 0.0 and 0.1
     "scripts/imagenet/students.sh": (2 * 2 * 4, 0, 1),        # teachers x students x T
-    "scripts/imagenet/resnet34_resnet18.sh": (3, 0, 1),       # baseline, KD, AT
+    "scripts/imagenet/resnet34_resnet18.sh": (4, 0, 1),       # baseline, KD, AT, DKD
     "scripts/cub/teachers.sh": (0, 2, 1),
     "scripts/cub/students.sh": (2 * 3 * 4, 0, 1),
     "scripts/mini_imagenet/baselines.sh": (4 + 5, 0, 1),      # 4 schedules + 5 architectures
@@ -40,8 +40,9 @@ SOURCED_ONLY = {"recipe.sh"}  # settings shared by the launchers of one director
 # smoke runs: one per command shape (script + method flags), plus teachers made on demand)
 SMOKE = {
     "cifar": (["methods.sh"], {"baseline", "logit", "st", "at", "at_st", "fsp"}, 6),
-    "cifar100_benchmark": (["teachers.sh", "students.sh"], {"baseline", "st", "at", "fsp"}, 4),
-    "imagenet": (["teachers.sh", "students.sh", "resnet34_resnet18.sh"], {"baseline", "st", "at"}, 3 + 1),  # + ResNet-34
+    "cifar100_benchmark": (["teachers.sh", "students.sh"], {"baseline", "st", "at", "fsp", "dkd"}, 5),
+    "imagenet": (["teachers.sh", "students.sh", "resnet34_resnet18.sh"], {"baseline", "st", "at", "dkd"},
+                 4 + 1),  # + ResNet-34
     "cub": (["teachers.sh", "students.sh"], {"baseline", "st"}, 2 + 1),  # + the ImageNet teacher --init-from reads
     "mini_imagenet": (["baselines.sh", "kd.sh"], {"baseline", "st"}, 2 + 1),  # + the x2.0 teacher
     # + archived.sh's simultaneous run on the first N maps and the (on demand) run its evaluation row reads
@@ -424,6 +425,23 @@ def test_dry_run_seed004_archived_settings():
     assert {Path(value(r, "--resume")).parent.name.split("__")[0] for _, r in evaluated} == quarter_runs
 
 
+def test_dry_run_dkd_settings_of_mdistiller():
+    """DKD rows carry mdistiller's configs: on CIFAR-100 CE 1, alpha 1, T 4, 20 warm-up epochs and beta by
+    pair (configs/cifar100/dkd/*.yaml), on ImageNet ResNet-34 -> ResNet-18 beta 0.5, T 1, no warm-up."""
+    cifar = [(script, row) for script, row in rows_of("scripts/cifar100_benchmark/students.sh") if script == "kd_dkd.py"]
+    assert len(cifar) == 4 * 3
+    betas = {}
+    for _, row in cifar:
+        assert_recipe(row, ce_weight=1, tckd_weight=1, temperature=4, dkd_warmup_epochs=20, epochs=240, lr=0.05,
+                      exp_name="c100b_dkd")
+        betas[(teacher_of(row)[2], value(row, "--model"))] = value(row, "--nckd-weight")
+    assert betas == {("resnet56", "resnet20"): "2", ("resnet110", "resnet32"): "2", ("resnet32x4", "resnet8x4"): "8",
+                     ("wrn_40_2", "wrn_16_2"): "6"}
+    (imagenet,) = [row for script, row in rows_of("scripts/imagenet/resnet34_resnet18.sh") if script == "kd_dkd.py"]
+    assert_recipe(imagenet, ce_weight=1, tckd_weight=1, nckd_weight=0.5, temperature=1, dkd_warmup_epochs=1, epochs=100,
+                  teacher_model="resnet34", model="resnet18")
+
+
 # ---------------------------------------------------------------- launchers and report agree
 def _method(script, args):
     """The method a script records in results.json."""
@@ -431,7 +449,8 @@ def _method(script, args):
         return "at_st" if args.kd_weight > 0 else "at"
     if script == "kd_stagewise.py":
         return "simultaneous" if args.simultaneous else "stagewise"
-    return {"train_teacher.py": "baseline", "kd_st.py": "st", "kd_logit.py": "logit", "kd_fsp.py": "fsp"}[script]
+    return {"train_teacher.py": "baseline", "kd_st.py": "st", "kd_logit.py": "logit", "kd_fsp.py": "fsp",
+            "kd_dkd.py": "dkd"}[script]
 
 
 @pytest.mark.parametrize("directory", SMOKE)

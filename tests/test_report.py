@@ -252,3 +252,34 @@ def test_plot_axis_zooms_on_the_end_of_training():
     assert report_module.zoomed_ylim([92.0, 96.5, 95.0]) == (91.5, 97.0)  # not 0-100: the differences show
     assert report_module.zoomed_ylim([99.8]) == (99.3, 100.0) and report_module.zoomed_ylim([]) == (0.0, 100.0)
     assert len(report_module.LINE_STYLES) > 1  # past 10 lines the colours repeat, the line style does not
+
+
+# ---------------------------------------------------------------- DKD (mdistiller)
+DKD_CIFAR = {"ce_weight": 1.0, "tckd_weight": 1.0, "temperature": 4.0, "dkd_warmup_epochs": 20}
+
+
+@pytest.mark.parametrize("args,teacher,published,epoch", [
+    ({"model": "resnet20", "nckd_weight": 2.0, **DKD_CIFAR}, "resnet56", "71.97", "best epoch"),
+    ({"model": "wrn_16_2", "nckd_weight": 6.0, **DKD_CIFAR}, "wrn_40_2", "76.23", "best epoch"),
+    ({"model": "resnet20", "nckd_weight": 8.0, **DKD_CIFAR}, "resnet56", "", ""),  # not this pair's beta
+    ({"model": "resnet20", "nckd_weight": 2.0, **DKD_CIFAR, "dkd_warmup_epochs": 1}, "resnet56", "", ""),
+    ({"dataset": "imagenet", "model": "resnet18", "epochs": 100, "teacher_model": "resnet34", "teacher_pretrained": True,
+      "ce_weight": 1.0, "tckd_weight": 1.0, "nckd_weight": 0.5, "temperature": 1.0, "dkd_warmup_epochs": 1},
+     "resnet34", "71.7", "best epoch"),
+])
+def test_dkd_finds_mdistillers_number_only_with_its_settings(tmp_path, args, teacher, published, epoch):
+    write_run(tmp_path, f"dkd__{args.get('dataset', 'cifar100')}__{args['model']}__seed0__1", {"seed": 0, **args}, "dkd",
+              SEED_CURVE, teacher=teacher)
+    (group,) = report_module.group_runs(report_module.load_runs(tmp_path))
+    cells = report_module.reference_cells(group)
+    assert (cells["reference_top1"], cells["reference_epoch"]) == (published, epoch)
+    if published:
+        assert cells["reference_source"].startswith("mdistiller") and cells["reference_ours"] == "93.00"
+
+
+def test_dkd_rows_sit_beside_the_kd_rows(tmp_path):
+    for method in ("at", "dkd", "st", "baseline"):
+        write_run(tmp_path, f"{method}__cifar100__resnet20__seed0__1", {"model": "resnet20", "seed": 0}, method,
+                  SEED_CURVE, teacher=None if method == "baseline" else "resnet56")
+    groups = report_module.group_runs(report_module.load_runs(tmp_path))
+    assert [g["method"] for g in groups] == ["baseline", "st", "dkd", "at"]

@@ -80,7 +80,7 @@ def test_real_main_keeps_the_teacher_inert_and_steps_everything_that_trains(scri
     assert last["method"] == results["method"] and last["teacher_top1"] == results["teacher_top1"]
 
 
-@pytest.mark.parametrize("script", ["kd_st", "kd_logit", "kd_at"])
+@pytest.mark.parametrize("script", ["kd_st", "kd_logit", "kd_at", "kd_dkd"])
 def test_killed_then_resumed_equals_uninterrupted(script, make_teacher, tmp_path):
     """kd_fsp, kd_stagewise and train_teacher have their own tests across their phases."""
     teacher_path = make_teacher("resnet14")

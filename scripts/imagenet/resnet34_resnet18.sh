@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # ImageNet-1K benchmark ResNet-34 -> ResNet-18 (REFERENCE_RESULTS.md; mdistiller / torchdistill recipe)
 # with torchvision's pretrained ResNet-34 as the teacher: the student without teacher, with KD (T = 1,
-# CE and KD weights 0.5 each) and with AT (weight 1000). Rows: 3 methods x SEEDS.
+# CE and KD weights 0.5 each), with AT (weight 1000) and with DKD (mdistiller's config). Rows: 4 methods x SEEDS.
 #
 #   DATA_DIR=/data/imagenet NPROC=8 bash scripts/imagenet/resnet34_resnet18.sh
-#   DRY_RUN=1 bash scripts/imagenet/resnet34_resnet18.sh   # print the 3 commands
+#   DRY_RUN=1 bash scripts/imagenet/resnet34_resnet18.sh   # print the 4 commands
 #   SMOKE=1 bash scripts/imagenet/resnet34_resnet18.sh     # 2 steps on CPU; a 2-step teacher replaces the download
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -19,11 +19,15 @@ RECIPE=(--model resnet18 --epochs 100 --batch-size 256 --optimizer sgd --lr 0.1 
 TEACHER=(--teacher-model resnet34 --teacher-pretrained)
 KD=(--ce-weight 0.5 --kd-weight 0.5 --temperature 1)  # CE and KD weights 0.5 each, T = 1
 AT=(--ce-weight 1 --at-weight 1000 --at-mode code)    # CE + 1000 * sum of the attention losses
+# DKD as mdistiller's configs/imagenet/r34_r18/dkd.yaml: CE 1, alpha 1, beta 0.5, T 1, warm-up 1 epoch (none);
+# its batch 512 at lr 0.2 is the same lr per image as the recipe above
+DKD=(--ce-weight 1 --tckd-weight 1 --nckd-weight 0.5 --temperature 1 --dkd-warmup-epochs 1)
 
 for seed in $SEEDS; do
   common=("${DATA[@]}" "${RECIPE[@]}" --seed "$seed" --out-dir "$OUT_DIR")
   launch train_teacher.py "${common[@]}" --exp-name r34r18_baseline
   launch kd_st.py "${common[@]}" "${TEACHER[@]}" --exp-name r34r18_kd "${KD[@]}"
   launch kd_at.py "${common[@]}" "${TEACHER[@]}" --exp-name r34r18_at "${AT[@]}"
+  launch kd_dkd.py "${common[@]}" "${TEACHER[@]}" --exp-name r34r18_dkd "${DKD[@]}"
 done
 finish
