@@ -125,6 +125,8 @@ def parse_args(argv=None):
                        help="CPU threads per process; 0: OMP_NUM_THREADS if set, else the CPUs free when the run starts")
     run = parser.add_argument_group("run")
     run.add_argument("--seed", type=int, default=0, help="random seed")
+    run.add_argument("--data-seed", type=int, default=None,
+                     help="seed of the order and augmentation of the data (default: --seed); a teacher cache needs it")
     run.add_argument("--exp-name", default=os.path.basename(__file__)[:-3], help="experiment name")
     run.add_argument("--out-dir", default="runs", help="runs are written to <out-dir>/<run_name>/")
     run.add_argument("--max-steps", type=int, default=0, help="stop after this many optimizer steps (0: off)")

@@ -32,6 +32,7 @@ from torchvision.models.feature_extraction import create_feature_extractor, get_
 from tqdm import tqdm
 
 from common import UserError
+from common.cache import TeacherCache, cache_key
 from common.data import DATASETS, build_loaders
 from common.models import MODEL_NAMES, create_model
 from common.utils import (RunLog, Throughput, all_reduce_sum, autocast_context, build_optimizer, build_scheduler,
@@ -96,6 +97,8 @@ def parse_args(argv=None):
                        help="CPU threads per process; 0: OMP_NUM_THREADS if set, else the CPUs free when the run starts")
     run = parser.add_argument_group("run")
     run.add_argument("--seed", type=int, default=0, help="random seed")
+    run.add_argument("--data-seed", type=int, default=None,
+                     help="seed of the order and augmentation of the data (default: --seed); a teacher cache needs it")
     run.add_argument("--exp-name", default=os.path.basename(__file__)[:-3], help="experiment name")
     run.add_argument("--out-dir", default="runs", help="runs are written to <out-dir>/<run_name>/")
     run.add_argument("--max-steps", type=int, default=0, help="stop after this many optimizer steps (0: off)")
@@ -107,6 +110,8 @@ def parse_args(argv=None):
     method.add_argument("--teacher", default=None, help="teacher checkpoint written by train_teacher.py")
     method.add_argument("--teacher-model", default=None, help="torchvision teacher (with --teacher-pretrained)")
     method.add_argument("--teacher-pretrained", action="store_true", help="use torchvision's ImageNet weights")
+    method.add_argument("--teacher-cache", default=None,
+                        help="replay the teacher's logits written by cache_teacher.py (--target logits): no teacher in the loop")
     method.add_argument("--target", default="logits", choices=["logits", "features"],
                         help="what the student regresses: the logits, or the input of the last Linear layer")
     method.add_argument("--ce-weight", type=float, default=1.0, help="weight of the cross-entropy with the labels")
@@ -164,7 +169,9 @@ def main(args):
     dist = setup_distributed(args.device, args.batch_size, args.threads)
     device, master = dist.device, dist.is_master
     seed_everything(args.seed, dist.rank)
-    train_loader, val_loader, num_classes, image_shape = build_loaders(args, device, dist.rank, dist.world_size)
+    # ALGO LOGIC: the train loader also yields each image's index, the row of a --teacher-cache
+    train_loader, val_loader, num_classes, image_shape = build_loaders(args, device, dist.rank, dist.world_size,
+                                                                       with_index=True)
     resume_path, checkpoint = find_resume(args, METHOD)
     if args.evaluate:  # the checkpoint's own network, whatever --model says; no teacher needed
         if checkpoint is None:
@@ -195,6 +202,11 @@ def main(args):
                                                                           memory_format)["top1"]
     if master:
         print(f"teacher {teacher_name}: top1 {teacher_top1:.2f}")
+    # ALGO LOGIC: a --teacher-cache replaces the teacher's forward pass in the loop (it is still evaluated above)
+    if args.teacher_cache and args.target != "logits":
+        raise UserError("--teacher-cache holds the teacher's logits: it serves --target logits, not features")
+    cache = (TeacherCache(args.teacher_cache, cache_key(args, train_loader, num_classes), args.epochs, device)
+             if args.teacher_cache else None)
 
     optimizer = build_optimizer(args, trainable.parameters())
     scheduler = build_scheduler(args, optimizer, len(train_loader))
@@ -235,11 +247,14 @@ def main(args):
         throughput.start()
         bar = tqdm(throughput.timed(train_loader), total=len(train_loader), desc=f"epoch {epoch + 1}/{args.epochs}",
                    disable=not (master and sys.stdout.isatty()), leave=False)
-        for images, labels in bar:
+        for images, labels, indices in bar:
             images = images.contiguous(memory_format=memory_format)
             # ALGO LOGIC: one step's loss terms; losses["total"] is what the optimizer minimises
-            with torch.no_grad(), autocast:
-                _, teacher_z = teacher(images)
+            if cache is not None:  # the teacher's logits on exactly these images, from cache_teacher.py
+                teacher_z = cache.logits(epoch, indices)
+            else:
+                with torch.no_grad(), autocast:
+                    _, teacher_z = teacher(images)
             with autocast:
                 logits, z = train_model(images)
                 losses = {"ce": criterion(logits, labels), "kd": logit_loss(z, teacher_z)}

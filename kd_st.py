@@ -31,6 +31,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
 from common import UserError
+from common.cache import TeacherCache, cache_key
 from common.data import DATASETS, build_loaders
 from common.models import MODEL_NAMES, create_model
 from common.utils import (RunLog, Throughput, all_reduce_sum, autocast_context, build_optimizer, build_scheduler,
@@ -95,6 +96,8 @@ def parse_args(argv=None):
                        help="CPU threads per process; 0: OMP_NUM_THREADS if set, else the CPUs free when the run starts")
     run = parser.add_argument_group("run")
     run.add_argument("--seed", type=int, default=0, help="random seed")
+    run.add_argument("--data-seed", type=int, default=None,
+                     help="seed of the order and augmentation of the data (default: --seed); a teacher cache needs it")
     run.add_argument("--exp-name", default=os.path.basename(__file__)[:-3], help="experiment name")
     run.add_argument("--out-dir", default="runs", help="runs are written to <out-dir>/<run_name>/")
     run.add_argument("--max-steps", type=int, default=0, help="stop after this many optimizer steps (0: off)")
@@ -106,6 +109,8 @@ def parse_args(argv=None):
     method.add_argument("--teacher", default=None, help="teacher checkpoint written by train_teacher.py")
     method.add_argument("--teacher-model", default=None, help="torchvision teacher (with --teacher-pretrained)")
     method.add_argument("--teacher-pretrained", action="store_true", help="use torchvision's ImageNet weights")
+    method.add_argument("--teacher-cache", default=None,
+                        help="replay the teacher's logits written by cache_teacher.py: no teacher in the loop")
     method.add_argument("--temperature", type=float, default=4.0, help="softmax temperature T")
     method.add_argument("--ce-weight", type=float, default=0.1, help="weight of the cross-entropy with the labels")
     method.add_argument("--kd-weight", type=float, default=0.9, help="weight of the soft-target term T^2 * KL")
@@ -141,7 +146,8 @@ def main(args):
     dist = setup_distributed(args.device, args.batch_size, args.threads)
     device, master = dist.device, dist.is_master
     seed_everything(args.seed, dist.rank)
-    train_loader, val_loader, num_classes, _ = build_loaders(args, device, dist.rank, dist.world_size)
+    # ALGO LOGIC: the train loader also yields each image's index, the row of a --teacher-cache
+    train_loader, val_loader, num_classes, _ = build_loaders(args, device, dist.rank, dist.world_size, with_index=True)
     resume_path, checkpoint = find_resume(args, METHOD)
     if args.evaluate:  # the checkpoint's own network, whatever --model says; no teacher needed
         if checkpoint is None:
@@ -166,6 +172,9 @@ def main(args):
                                                                           memory_format)["top1"]
     if master:
         print(f"teacher {teacher_name}: top1 {teacher_top1:.2f}")
+    # ALGO LOGIC: a --teacher-cache replaces the teacher's forward pass in the loop (it is still evaluated above)
+    cache = (TeacherCache(args.teacher_cache, cache_key(args, train_loader, num_classes), args.epochs, device)
+             if args.teacher_cache else None)
 
     optimizer = build_optimizer(args, trainable.parameters())
     scheduler = build_scheduler(args, optimizer, len(train_loader))
@@ -206,11 +215,14 @@ def main(args):
         throughput.start()
         bar = tqdm(throughput.timed(train_loader), total=len(train_loader), desc=f"epoch {epoch + 1}/{args.epochs}",
                    disable=not (master and sys.stdout.isatty()), leave=False)
-        for images, labels in bar:
+        for images, labels, indices in bar:
             images = images.contiguous(memory_format=memory_format)
             # ALGO LOGIC: one step's loss terms; losses["total"] is what the optimizer minimises
-            with torch.no_grad(), autocast:
-                teacher_logits = teacher(images)
+            if cache is not None:  # the teacher's logits on exactly these images, from cache_teacher.py
+                teacher_logits = cache.logits(epoch, indices)
+            else:
+                with torch.no_grad(), autocast:
+                    teacher_logits = teacher(images)
             with autocast:
                 logits = train_model(images)
                 losses = {"ce": criterion(logits, labels), "kd": kd_loss(logits, teacher_logits, args.temperature)}

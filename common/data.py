@@ -355,19 +355,25 @@ def file_dataset(name, data_dir):
 class TensorLoader:
     """A whole data set as uint8 NCHW on `device`, augmented per batch with tensor ops: a random crop of the image
     padded by `pad` pixels (zeros, or a reflection with `reflect`), a flip with `flip`, fastai's recipe with `fastai`.
-    Order and augmentation depend only on (seed, epoch), so a resumed run sees the same batches, and every rank
-    draws the same permutation and takes its own slice of it."""
+    The order and each image's augmentation are functions of (seed, epoch) and of the image's index alone: not of
+    the rank, the world size or the batch size. So a resumed run and a run on another number of processes see the
+    same images, and a teacher's outputs on them can be computed once (cache_teacher.py). Every rank draws the
+    same permutation and takes its own slice of it; `with_index` adds each image's index to the batches."""
+
+    DRAWS = 18  # uniform numbers per image and epoch: 2 crop shifts, 1 flip, 15 for fastai's recipe
 
     def __init__(self, images, labels, batch_size, device, mean, std, train, pad=0, reflect=False, flip=False,
-                 fastai=False, rank=0, world_size=1, seed=0):
+                 fastai=False, rank=0, world_size=1, seed=0, with_index=False):
         self.images = torch.as_tensor(images).permute(0, 3, 1, 2).contiguous().to(device)
         self.labels = torch.as_tensor(labels, dtype=torch.int64).to(device)
+        self.sample_labels = torch.as_tensor(labels, dtype=torch.int64)
         self.mean = torch.tensor(mean, device=device).view(1, -1, 1, 1) * 255
         self.std = torch.tensor(std, device=device).view(1, -1, 1, 1) * 255
         self.batch_size, self.train, self.pad, self.reflect, self.flip, self.fastai = (
             batch_size, train, pad, reflect, flip, fastai)
         assert not reflect or pad < min(self.images.shape[2:]), "a reflection reaches at most size - 1 pixels"
-        self.rank, self.world_size, self.seed, self.epoch = rank, world_size, seed, 0
+        self.rank, self.world_size, self.seed, self.with_index = rank, world_size, seed, with_index
+        self.epoch, self.draws = 0, None
         # train: every rank the same number of full batches, so DDP ranks step together
         self.num_batches = (len(self.labels) // world_size // batch_size if train
                             else math.ceil(len(range(rank, len(self.labels), world_size)) / batch_size))
@@ -376,19 +382,28 @@ class TensorLoader:
                             f"({batch_size * world_size}); lower --batch-size")
 
     def set_epoch(self, epoch):
-        self.epoch = epoch
+        self.epoch, self.draws = epoch, None
 
     def __len__(self):
         return self.num_batches
 
-    def _augment(self, images, generator):
+    def augmented(self, index):
+        """Images `index` (a tensor of sample indices) as the model sees them in the current epoch, normalised."""
+        images = self.images[index]
+        if self.train:
+            if self.draws is None:  # every image's numbers for the epoch, drawn on the CPU: the same on any device
+                generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch * 7919 + 1)
+                self.draws = torch.rand(len(self.labels), self.DRAWS, generator=generator).to(self.images.device)
+            images = self._augment(images, self.draws[index])
+        return (images.float() - self.mean) / self.std
+
+    def _augment(self, images, draws):
         n, channels, height, width = images.shape
         device = images.device
         if self.pad:  # source pixels of a random window, up to `pad` outside the image, gathered in one go
-            def window(size):
-                shift = torch.randint(0, 2 * self.pad + 1, (n, 1), generator=generator, device=device)
-                return shift + torch.arange(size, device=device) - self.pad
-            rows, cols = window(height), window(width)
+            shifts = (draws[:, :2] * (2 * self.pad + 1)).long().clamp(max=2 * self.pad)
+            rows, cols = (shifts[:, i:i + 1] + torch.arange(size, device=device) - self.pad
+                          for i, size in enumerate((height, width)))
             if self.reflect:  # torchvision's Pad(padding_mode="reflect"): -1 -> 1, size -> size - 2
                 source, rows, cols = images, _reflect(rows, height), _reflect(cols, width)
             else:
@@ -397,10 +412,11 @@ class TensorLoader:
                             torch.arange(channels, device=device)[None, :, None, None],
                             rows[:, None, :, None], cols[:, None, None, :]]
         if self.flip:
-            flip = torch.rand(n, generator=generator, device=device) < 0.5
-            images = torch.where(flip[:, None, None, None], images.flip(3), images)
+            images = torch.where((draws[:, 2] < 0.5)[:, None, None, None], images.flip(3), images)
         if self.fastai:
-            params = fastai_params(*torch_draws(n, generator, device), torch)
+            columns = iter(draws[:, 3:].unbind(1))
+            params = fastai_params(lambda low, high: low + (high - low) * next(columns),
+                                   lambda p: (next(columns) < p).float(), torch)
             images = fastai_augment(images.float() / 255, params) * 255
         return images
 
@@ -414,15 +430,10 @@ class TensorLoader:
 
     def __iter__(self):
         shard = self.indices().to(self.images.device)
-        # augmentation draws on the data's device: no host round trip per batch
-        generator = torch.Generator(self.images.device)
-        generator.manual_seed(self.seed * 100_003 + self.epoch * 7919 + self.rank + 1)
         for start in range(0, len(shard), self.batch_size):
             index = shard[start:start + self.batch_size]
-            images = self.images[index]
-            if self.train:
-                images = self._augment(images, generator)
-            yield (images.float() - self.mean) / self.std, self.labels[index]
+            batch = (self.augmented(index), self.labels[index])
+            yield batch + (index,) if self.with_index else batch
 
 
 def _reflect(index, size):
@@ -432,10 +443,10 @@ def _reflect(index, size):
 
 class FileListDataset(torch.utils.data.Dataset):
     """Item `(epoch, i)` draws image i's augmentation from a generator seeded by (seed, epoch, i): the same
-    images in any worker, and after a resume; item `i` uses the worker's own RNG."""
+    images in any worker, and after a resume; item `i` uses the worker's own RNG. `with_index` appends i."""
 
-    def __init__(self, samples, transform, seed=0):
-        self.samples, self.transform, self.seed = samples, transform, seed
+    def __init__(self, samples, transform, seed=0, with_index=False):
+        self.samples, self.transform, self.seed, self.with_index = samples, transform, seed, with_index
 
     def __len__(self):
         return len(self.samples)
@@ -449,10 +460,12 @@ class FileListDataset(torch.utils.data.Dataset):
         except (OSError, ValueError) as err:
             raise DataError(f"cannot read image {path}: {err}") from None
         if epoch is None:
-            return self.transform(image), label
-        with torch.random.fork_rng(devices=[]):  # torchvision's transforms draw from torch's global RNG
-            torch.manual_seed((self.seed * 1_000_003 + epoch) * 10_000_019 + i)
-            return self.transform(image), label
+            image = self.transform(image)
+        else:
+            with torch.random.fork_rng(devices=[]):  # torchvision's transforms draw from torch's global RNG
+                torch.manual_seed((self.seed * 1_000_003 + epoch) * 10_000_019 + i)
+                image = self.transform(image)
+        return (image, label, i) if self.with_index else (image, label)
 
 
 class EpochSampler(torch.utils.data.DistributedSampler):
@@ -491,9 +504,11 @@ class TorchLoader:
     val takes every world_size-th image so that no image is counted twice."""
 
     def __init__(self, samples, batch_size, device, train, image_size, val_resize, mean, std, workers, rank, world_size,
-                 seed, recipe="standard"):
-        dataset = FileListDataset(samples, torchvision_transform(train, image_size, val_resize, mean, std, recipe), seed)
+                 seed, recipe="standard", with_index=False):
+        dataset = FileListDataset(samples, torchvision_transform(train, image_size, val_resize, mean, std, recipe), seed,
+                                  with_index)
         self.device, self.sampler = device, None
+        self.sample_labels = torch.tensor([label for _, label in samples], dtype=torch.int64)
         if train:
             self.sampler = EpochSampler(
                 dataset, world_size, rank, shuffle=True, seed=seed, drop_last=True)
@@ -512,8 +527,8 @@ class TorchLoader:
 
     def __iter__(self):
         try:
-            for images, labels in self.loader:
-                yield images.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True)
+            for batch in self.loader:
+                yield tuple(tensor.to(self.device, non_blocking=True) for tensor in batch)
         except Exception as err:  # a worker's DataError arrives re-wrapped with its traceback
             if "DataError" in str(err) or isinstance(err, DataError):
                 raise DataError(str(err).strip().splitlines()[-1].removeprefix("common.data.DataError: ")) from None
@@ -525,19 +540,23 @@ class DaliLoader:
     `recipe`'s augmentation (train) or resize + centre crop (val), normalise to float CHW."""
 
     def __init__(self, samples, batch_size, device, train, image_size, val_resize, mean, std,
-                 workers, rank, world_size, seed, recipe="standard"):
+                 workers, rank, world_size, seed, recipe="standard", with_index=False):
         from nvidia.dali import fn, pipeline_def, types
         from nvidia.dali import math as dmath
         from nvidia.dali.plugin.pytorch import DALIGenericIterator, LastBatchPolicy
         on_gpu = device.type == "cuda"
-        self.files, self.device = [path for path, _ in samples], device
+        self.files, self.device, self.with_index = [path for path, _ in samples], device, with_index
+        self.sample_labels = torch.tensor([label for _, label in samples], dtype=torch.int64)
+        self.label_of = self.sample_labels.to(device)
 
         @pipeline_def
         def pipeline(shuffle_seed):
             # shuffle_after_epoch: each epoch (the first too) a new permutation of the whole set, the same on every
             # rank, each taking its shard (random_shuffle mixes a 1,024-image buffer); padding keeps epochs apart.
+            # with_index: the reader's "label" is the sample's index, mapped to its class after the pipeline
             jpegs, labels = fn.readers.file(
-                files=self.files, labels=[label for _, label in samples], shuffle_after_epoch=train,
+                files=self.files, labels=list(range(len(samples))) if with_index else self.sample_labels.tolist(),
+                shuffle_after_epoch=train,
                 shuffle_after_epoch_seed=shuffle_seed, shard_id=rank, num_shards=world_size, pad_last_batch=True,
                 name="Reader")
             images = fn.decoders.image(jpegs, device="mixed" if on_gpu else "cpu", output_type=types.RGB)
@@ -584,8 +603,9 @@ class DaliLoader:
     def __iter__(self):
         try:
             for batch in self.iterator:
-                yield (batch[0]["images"].to(self.device, non_blocking=True),
-                       batch[0]["labels"].view(-1).long().to(self.device, non_blocking=True))
+                images = batch[0]["images"].to(self.device, non_blocking=True)
+                labels = batch[0]["labels"].view(-1).long().to(self.device, non_blocking=True)
+                yield (images, self.label_of[labels], labels) if self.with_index else (images, labels)
         except RuntimeError as err:
             bad = next((p for p in self.files if not _is_readable(p)), None)
             if bad is not None:
@@ -612,6 +632,11 @@ def dali_available():
 
 
 # ---------------------------------------------------------------- entry point
+def data_seed(args):
+    """The seed of the data's order and augmentation: --data-seed, or --seed when it is not given."""
+    return args.seed if getattr(args, "data_seed", None) is None else args.data_seed
+
+
 def check_model_fits(args):
     """A CIFAR network keeps full resolution through its first stage: large images would need tens of GB."""
     if getattr(args, "model", None) in CIFAR_MODELS and args.image_size > 64:
@@ -620,10 +645,12 @@ def check_model_fits(args):
                         "or an ImageNet model (resnet18, sw_resnet18, ...)")
 
 
-def build_loaders(args, device, rank=0, world_size=1):
+def build_loaders(args, device, rank=0, world_size=1, with_index=False):
     """Returns (train_loader, val_loader, num_classes, image_shape) for `args.dataset`, augmented as
     `args.augment` says; under `args.eval_on == "heldout"` the val loader reads the training images
-    that `args.train_fraction` leaves out, with the val transform."""
+    that `args.train_fraction` leaves out, with the val transform. Order and augmentation follow
+    `args.data_seed` (default: `args.seed`). `with_index`: the train loader yields (images, labels, indices),
+    each image's index into the training set, whose classes it holds in `sample_labels`."""
     name = args.dataset
     if name not in DATASETS:
         raise DataError(f"unknown data set '{name}'; choose one of: {', '.join(DATASETS)}")
@@ -634,7 +661,7 @@ def build_loaders(args, device, rank=0, world_size=1):
         raise DataError(f"unknown --eval-on '{eval_on}'; choose one of: {', '.join(EVAL_SETS)}")
     recipe = resolve_augment(getattr(args, "augment", "auto"), name)
     common = dict(batch_size=args.batch_size // world_size, device=device, rank=rank, world_size=world_size,
-                  seed=args.seed)
+                  seed=data_seed(args))
     if name == "fake":
         check_model_fits(args)
     if name in TENSOR_DATASETS:
@@ -660,7 +687,8 @@ def build_loaders(args, device, rank=0, world_size=1):
         if recipe == "reflect" and min(x_train.shape[1:3]) <= 4:
             raise DataError(f"--augment reflect pads 4 pixels by reflection: it needs images larger than 4x4, "
                             f"not {x_train.shape[1]}x{x_train.shape[2]}")
-        train = TensorLoader(x_train, y_train, mean=mean, std=std, train=True, **augment[recipe], **common)
+        train = TensorLoader(x_train, y_train, mean=mean, std=std, train=True, with_index=with_index,
+                             **augment[recipe], **common)
         val = TensorLoader(x_val, y_val, mean=mean, std=std, train=False, **common)
         return train, val, num_classes, (3,) + tuple(x_train.shape[1:3])
 
@@ -679,7 +707,7 @@ def build_loaders(args, device, rank=0, world_size=1):
         raise DataError("--loader dali needs NVIDIA DALI: pip install nvidia-dali-cuda120 (or use --loader torch)")
     make = partial(DaliLoader if loader == "dali" else TorchLoader, image_size=args.image_size, mean=IMAGENET_MEAN,
                    std=IMAGENET_STD, val_resize=args.val_resize, workers=args.workers, recipe=recipe, **common)
-    train, val = make(train_samples, train=True), make(val_samples, train=False)
+    train, val = make(train_samples, train=True, with_index=with_index), make(val_samples, train=False)
     if len(train) == 0:
         raise DataError(f"the training set ({len(train_samples)} images) is smaller than one global batch "
                         f"({args.batch_size}); lower --batch-size")

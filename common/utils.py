@@ -328,8 +328,9 @@ def init_from(model, model_name, path):
 
 
 # flags that change how fast a run goes or where it writes, not what it trains: a resume may change them
-MAY_CHANGE_ON_RESUME = {"resume", "evaluate", "epochs", "max_steps", "workers", "threads", "log_interval", "device",
-                        "compile", "channels_last", "loader", "out_dir", "data_dir", "download", "exp_name"}
+MAY_CHANGE_ON_RESUME = {"resume", "evaluate", "teacher_cache", "epochs", "max_steps", "workers", "threads",
+                        "log_interval", "device", "compile", "channels_last", "loader", "out_dir", "data_dir", "download",
+                        "exp_name"}
 
 
 def changed_settings(saved, args):
