@@ -15,7 +15,9 @@ For each script (a row of the table):
                 teacher and student up to their stems, the MSE between them, backward through the
                 student's stem, and Adam over it (phase 1 regresses the stem, as in seed 004).
   (c) student   the student's own training step (forward, CE, backward, step), no teacher.
-                train_teacher.py's bare compute is (c).
+                train_teacher.py's bare compute is (c), and so is that of the `--teacher-cache`
+                rows: a logit method replaying cache_teacher.py's logits (written before the
+                row, not timed) should cost what training the student alone does.
 The ratio (a)/(b) says how much of the physical limit the script reaches; (c)/(b), the "KD
 overhead", is what the teacher costs on top of training the student alone (below 1 for the
 stage-wise phase 1, which is cheaper than a whole training step). The bare numbers are
@@ -45,18 +47,24 @@ import torch.nn.functional as F
 from torchvision.models.feature_extraction import create_feature_extractor
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+NUM_TRAIN = {"fake": 2048, "digits": 1437}  # training images of the in-memory data sets the table runs on
 sys.path.insert(0, ROOT)
 from common.data import build_loaders  # noqa: E402
 from common.models import STAGE_NODES, create_model, stage_modules, stage_shapes  # noqa: E402
 from common.utils import autocast_context, grad_scaler, keep_freed_memory  # noqa: E402
 
 # script -> (extra arguments, optimizer it trains with by default, its bare step: the student alone,
-# teacher + student, or teacher and student up to their stems (the stage-wise phase the run stays in))
+# teacher + student, or teacher and student up to their stems (the stage-wise phase the run stays in));
+# CACHE stands for a teacher cache of the benchmark's data and teacher
+CACHE = "{cache}"
 SCRIPTS = {
     "train_teacher.py": ([], "sgd", "student"),
     "kd_logit.py": ([], "sgd", "kd"),
     "kd_st.py": ([], "sgd", "kd"),
     "kd_dkd.py": ([], "sgd", "kd"),
+    "kd_st.py --teacher-cache": (["--teacher-cache", CACHE], "sgd", "student"),
+    "kd_logit.py --teacher-cache": (["--teacher-cache", CACHE], "sgd", "student"),
+    "kd_dkd.py --teacher-cache": (["--teacher-cache", CACHE], "sgd", "student"),
     "kd_at.py": ([], "sgd", "kd"),
     "kd_at.py --kd-weight 0.9": (["--kd-weight", "0.9"], "sgd", "kd"),
     "kd_fsp.py": ([], "sgd", "kd"),
@@ -118,9 +126,17 @@ def run_script(row, args, teacher_path, out_dir, data_args=None):
     cmd = [sys.executable, os.path.join(ROOT, script), *data_args, "--model", args.model, "--batch-size", str(args.batch_size),
            "--max-steps", str(args.warmup + args.steps), "--amp", args.amp, "--device", args.device,
            "--out-dir", out_dir, "--log-interval", "10"]
+    if CACHE in extra:  # enough epochs for the steps, cached once per work folder (not timed)
+        epochs = -(-(args.warmup + args.steps) * args.batch_size // NUM_TRAIN.get(args.dataset, 1437))
+        cache = os.path.join(os.path.dirname(out_dir), f"cache_{args.teacher}_{epochs}")
+        if not os.path.exists(os.path.join(cache, "manifest.json")):
+            subprocess.run([sys.executable, os.path.join(ROOT, "cache_teacher.py"), *data_args, "--teacher", teacher_path,
+                            "--epochs", str(epochs), "--amp", args.amp, "--device", args.device, "--out", cache],
+                           cwd=ROOT, capture_output=True, text=True, check=True)
+        extra = [cache if value == CACHE else value for value in extra] + ["--epochs", str(epochs)]
     if "--epochs" not in extra:
         cmd += ["--stage-epochs", "1000"] if script == "kd_stagewise.py" else ["--epochs", "1000"]
-    if bare_step != "student":
+    if script != "train_teacher.py":  # a cached row still evaluates its teacher and checks the cache was its own
         cmd += ["--teacher", teacher_path]
     if args.channels_last is not None:
         cmd += ["--channels-last" if args.channels_last else "--no-channels-last"]

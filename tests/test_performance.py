@@ -10,7 +10,8 @@ import torch
 from conftest import run_script
 from common.utils import Throughput, keep_freed_memory
 
-ROWS = ["train_teacher.py", "kd_logit.py", "kd_st.py", "kd_dkd.py", "kd_at.py", "kd_at.py --kd-weight 0.9",
+ROWS = ["train_teacher.py", "kd_logit.py", "kd_st.py", "kd_dkd.py", "kd_st.py --teacher-cache", "kd_logit.py --teacher-cache",
+        "kd_dkd.py --teacher-cache", "kd_at.py", "kd_at.py --kd-weight 0.9",
         "kd_fsp.py", "kd_stagewise.py", "kd_stagewise.py --simultaneous"]
 
 
@@ -23,7 +24,9 @@ def test_benchmark_table_on_a_tiny_setting(tmp_path):
     report = json.loads(report_path.read_text())
     assert [row["script"] for row in report["rows"]] == ROWS
     # the stage-wise run stays in phase 1, so its bare compute is phase 1's
-    assert [row["bare_step"] for row in report["rows"]] == ["student"] + ["kd"] * 6 + ["phase1", "kd"]
+    # and the cached rows replay the teacher: their bare compute is the student's own step
+    assert [row["bare_step"] for row in report["rows"]] == ["student"] + ["kd"] * 3 + ["student"] * 3 + ["kd"] * 3 + [
+        "phase1", "kd"]
     table = [line for line in result.stdout.splitlines() if line.startswith("| ")]
     assert table[0] == "| script | images/s | bare images/s | ratio (a)/(b) | KD overhead (c)/(b) | data wait |"
     for row, line in zip(report["rows"], table[1:]):
