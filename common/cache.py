@@ -86,7 +86,7 @@ class TeacherCache:
 
     def logits(self, epoch, index):
         if epoch != self.epoch:  # one read of the epoch's rows: no host sync in the steps
-            self.tables = [torch.from_numpy(np.ascontiguousarray(a[epoch])).to(self.device) for a in self.arrays]
+            self.tables = [torch.from_numpy(np.array(a[epoch])).to(self.device) for a in self.arrays]
             self.epoch = epoch
         if not self.topk:
             return self.tables[0][index].float()
