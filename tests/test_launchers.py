@@ -20,10 +20,10 @@ from common.models import MODEL_NAMES
 LAUNCHERS = {
     "scripts/cifar/methods.sh": (2 * 2 * 6, 0, 3),          # data sets x pairs x methods
     "scripts/cifar100_benchmark/teachers.sh": (0, 4, 3),
-    "scripts/cifar100_benchmark/students.sh": (4 * 5, 0, 3),  # pairs x (baseline, KD, AT, FSP, DKD)
+    "scripts/cifar100_benchmark/students.sh": (4 * 8, 0, 3),  # pairs x (baseline, KD, FitNet, AT, FSP, CRD, DKD, ReviewKD)
     "scripts/imagenet/teachers.sh": (0, 2, 1),                # label smoothing 0.0 and 0.1
     "scripts/imagenet/students.sh": (2 * 2 * 4, 0, 1),        # teachers x students x T
-    "scripts/imagenet/resnet34_resnet18.sh": (4, 0, 1),       # baseline, KD, AT, DKD
+    "scripts/imagenet/resnet34_resnet18.sh": (6, 0, 1),       # baseline, KD, AT, DKD, CRD, ReviewKD
     "scripts/cub/teachers.sh": (0, 2, 1),
     "scripts/cub/students.sh": (2 * 3 * 4, 0, 1),
     "scripts/mini_imagenet/baselines.sh": (4 + 5, 0, 1),      # 4 schedules + 5 architectures
@@ -40,9 +40,10 @@ SOURCED_ONLY = {"recipe.sh"}  # settings shared by the launchers of one director
 # smoke runs: one per command shape (script + method flags), plus teachers made on demand)
 SMOKE = {
     "cifar": (["methods.sh"], {"baseline", "logit", "st", "at", "at_st", "fsp"}, 6),
-    "cifar100_benchmark": (["teachers.sh", "students.sh"], {"baseline", "st", "at", "fsp", "dkd"}, 5),
-    "imagenet": (["teachers.sh", "students.sh", "resnet34_resnet18.sh"], {"baseline", "st", "at", "dkd"},
-                 4 + 1),  # + ResNet-34
+    "cifar100_benchmark": (["teachers.sh", "students.sh"],
+                           {"baseline", "st", "fitnet", "at", "fsp", "crd", "dkd", "reviewkd"}, 8),
+    "imagenet": (["teachers.sh", "students.sh", "resnet34_resnet18.sh"],
+                 {"baseline", "st", "at", "dkd", "crd", "reviewkd"}, 6 + 1),  # + ResNet-34
     "cub": (["teachers.sh", "students.sh"], {"baseline", "st"}, 2 + 1),  # + the ImageNet teacher --init-from reads
     "mini_imagenet": (["baselines.sh", "kd.sh"], {"baseline", "st"}, 2 + 1),  # + the x2.0 teacher
     # + archived.sh's simultaneous run on the first N maps and the (on demand) run its evaluation row reads
@@ -442,6 +443,26 @@ def test_dry_run_dkd_settings_of_mdistiller():
                   teacher_model="resnet34", model="resnet18")
 
 
+def test_dry_run_fitnet_crd_reviewkd_settings_of_their_authors():
+    """FitNet as RepDistiller's --distill hint (CE 1 + 100 * hint at stage 2, joint); CRD as its --distill crd
+    (CE 1, CRD 0.8, 128-d, 16384 negatives, T 0.07, momentum 0.5); ReviewKD as the authors' reviewKD.sh
+    (weight by pair, 20 warm-up epochs) and, on ImageNet, weight 1 without warm-up."""
+    rows = rows_of("scripts/cifar100_benchmark/students.sh")
+    crd = dict(ce_weight=1, crd_weight=0.8, feat_dim=128, nce_k=16384, nce_temperature=0.07, nce_momentum=0.5)
+    for script, row in rows:
+        if script == "kd_fitnet.py":
+            assert_recipe(row, ce_weight=1, hint_weight=100, hint_stage=2, hint_epochs=0, kd_weight=0, epochs=240)
+        if script == "kd_crd.py":
+            assert_recipe(row, **crd, epochs=240, lr=0.05)
+    weights = {(teacher_of(row)[2], value(row, "--model")): value(row, "--reviewkd-weight")
+               for script, row in rows if script == "kd_reviewkd.py"}
+    assert weights == {("resnet56", "resnet20"): "0.6", ("resnet110", "resnet32"): "1", ("resnet32x4", "resnet8x4"): "5",
+                       ("wrn_40_2", "wrn_16_2"): "5"}
+    imagenet = dict(rows_of("scripts/imagenet/resnet34_resnet18.sh")[-2:])
+    assert_recipe(imagenet["kd_crd.py"], **crd, epochs=100, teacher_model="resnet34")
+    assert_recipe(imagenet["kd_reviewkd.py"], ce_weight=1, reviewkd_weight=1, reviewkd_warmup_epochs=0, epochs=100)
+
+
 # ---------------------------------------------------------------- launchers and report agree
 def _method(script, args):
     """The method a script records in results.json."""
@@ -450,7 +471,7 @@ def _method(script, args):
     if script == "kd_stagewise.py":
         return "simultaneous" if args.simultaneous else "stagewise"
     return {"train_teacher.py": "baseline", "kd_st.py": "st", "kd_logit.py": "logit", "kd_fsp.py": "fsp",
-            "kd_dkd.py": "dkd"}[script]
+            "kd_dkd.py": "dkd", "kd_fitnet.py": "fitnet", "kd_crd.py": "crd", "kd_reviewkd.py": "reviewkd"}[script]
 
 
 @pytest.mark.parametrize("directory", SMOKE)

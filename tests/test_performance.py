@@ -2,6 +2,7 @@
 timings belong to scripts/benchmark.py and docs/performance.md."""
 import json
 import math
+import sys
 import time
 
 import pytest
@@ -10,7 +11,8 @@ import torch
 from conftest import run_script
 from common.utils import Throughput, keep_freed_memory
 
-ROWS = ["train_teacher.py", "kd_logit.py", "kd_st.py", "kd_dkd.py", "kd_st.py --teacher-cache", "kd_logit.py --teacher-cache",
+ROWS = ["train_teacher.py", "kd_logit.py", "kd_st.py", "kd_dkd.py", "kd_fitnet.py", "kd_crd.py", "kd_reviewkd.py",
+        "kd_st.py --teacher-cache", "kd_logit.py --teacher-cache",
         "kd_dkd.py --teacher-cache", "kd_at.py", "kd_at.py --kd-weight 0.9",
         "kd_fsp.py", "kd_stagewise.py", "kd_stagewise.py --simultaneous"]
 
@@ -25,7 +27,7 @@ def test_benchmark_table_on_a_tiny_setting(tmp_path):
     assert [row["script"] for row in report["rows"]] == ROWS
     # the stage-wise run stays in phase 1, so its bare compute is phase 1's
     # and the cached rows replay the teacher: their bare compute is the student's own step
-    assert [row["bare_step"] for row in report["rows"]] == ["student"] + ["kd"] * 3 + ["student"] * 3 + ["kd"] * 3 + [
+    assert [row["bare_step"] for row in report["rows"]] == ["student"] + ["kd"] * 6 + ["student"] * 3 + ["kd"] * 3 + [
         "phase1", "kd"]
     table = [line for line in result.stdout.splitlines() if line.startswith("| ")]
     assert table[0] == "| script | images/s | bare images/s | ratio (a)/(b) | KD overhead (c)/(b) | data wait |"
@@ -100,3 +102,20 @@ def test_freed_memory_is_kept_on_glibc():
     if platform.libc_ver()[0] != "glibc":
         pytest.skip("mallopt is glibc's")
     assert keep_freed_memory() is True
+
+
+def test_gpu_check_without_a_gpu_says_so_and_its_smoke_run_writes_every_table(tmp_path):
+    import os
+    import subprocess
+
+    from conftest import ROOT
+    env = {**os.environ, "OUT": str(tmp_path / "none.md"), "PYTHON": sys.executable, "CUDA_VISIBLE_DEVICES": ""}
+    result = subprocess.run(["bash", "scripts/gpu_check.sh"], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert result.returncode == 0 and "no GPU" in result.stdout
+    assert "nothing was measured" in (tmp_path / "none.md").read_text()
+    env.update(OUT=str(tmp_path / "smoke.md"), CPU_SMOKE="1", OMP_NUM_THREADS="1")
+    result = subprocess.run(["bash", "scripts/gpu_check.sh"], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    text = (tmp_path / "smoke.md").read_text()
+    assert text.count("\n## ") == 4 and "| kd_st.py --teacher-cache |" in text and "| dali (cpu decoding" in text
+    assert "JPEG folder / fake data" in text

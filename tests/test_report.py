@@ -283,3 +283,29 @@ def test_dkd_rows_sit_beside_the_kd_rows(tmp_path):
                   SEED_CURVE, teacher=None if method == "baseline" else "resnet56")
     groups = report_module.group_runs(report_module.load_runs(tmp_path))
     assert [g["method"] for g in groups] == ["baseline", "st", "dkd", "at"]
+
+
+# ---------------------------------------------------------------- FitNet, CRD, ReviewKD (RepDistiller, the ReviewKD paper)
+CRD = {"ce_weight": 1.0, "crd_weight": 0.8, "feat_dim": 128, "nce_k": 16384, "nce_temperature": 0.07, "nce_momentum": 0.5}
+FITNET = {"ce_weight": 1.0, "hint_weight": 100.0, "hint_stage": 2, "hint_epochs": 0, "kd_weight": 0.0}
+
+
+@pytest.mark.parametrize("method,args,teacher,published,epoch", [
+    ("fitnet", {"model": "resnet20", **FITNET}, "resnet56", "69.21", "last epoch"),
+    ("fitnet", {"model": "resnet20", **FITNET, "hint_epochs": 10}, "resnet56", "", ""),  # the two-stage variant
+    ("crd", {"model": "resnet8x4", **CRD}, "resnet32x4", "75.51", "last epoch"),
+    ("crd", {"model": "resnet8x4", **CRD, "nce_k": 4096}, "resnet32x4", "", ""),
+    ("reviewkd", {"model": "resnet20", "ce_weight": 1.0, "reviewkd_weight": 0.6, "reviewkd_warmup_epochs": 20},
+     "resnet56", "71.89", "not stated"),
+    ("reviewkd", {"model": "resnet20", "ce_weight": 1.0, "reviewkd_weight": 5.0, "reviewkd_warmup_epochs": 20},
+     "resnet56", "", ""),  # another pair's weight
+    ("crd", {"dataset": "imagenet", "model": "resnet18", "epochs": 100, "teacher_model": "resnet34",
+             "teacher_pretrained": True, **CRD}, "resnet34", "71.17", "not stated"),
+])
+def test_new_methods_find_their_published_numbers_only_with_their_settings(tmp_path, method, args, teacher, published,
+                                                                           epoch):
+    write_run(tmp_path, f"{method}__{args.get('dataset', 'cifar100')}__{args['model']}__seed0__1", {"seed": 0, **args},
+              method, SEED_CURVE, teacher=teacher)
+    (group,) = report_module.group_runs(report_module.load_runs(tmp_path))
+    cells = report_module.reference_cells(group)
+    assert (cells["reference_top1"], cells["reference_epoch"]) == (published, epoch)

@@ -16,6 +16,9 @@ SCRIPTS = {  # script: flags for a short run of its method on digits
     "kd_logit": ["--target", "features"],
     "kd_at": ["--kd-weight", "0.9"],
     "kd_fsp": ["--fsp-mode", "two-stage", "--fsp-epochs", "1", "--fsp-lr", "0.05"],
+    "kd_fitnet": [],
+    "kd_crd": ["--nce-k", "64"],
+    "kd_reviewkd": ["--reviewkd-warmup-epochs", "2"],
     "kd_stagewise": ["--stage-epochs", "1", "--classifier-epochs", "1", "--finetune-all"],
 }
 SHORT = ["--model", "resnet8", "--batch-size", "128", "--log-interval", "2", "--threads", "1"]
@@ -80,7 +83,7 @@ def test_real_main_keeps_the_teacher_inert_and_steps_everything_that_trains(scri
     assert last["method"] == results["method"] and last["teacher_top1"] == results["teacher_top1"]
 
 
-@pytest.mark.parametrize("script", ["kd_st", "kd_logit", "kd_at", "kd_dkd"])
+@pytest.mark.parametrize("script", ["kd_st", "kd_logit", "kd_at", "kd_dkd", "kd_fitnet", "kd_crd", "kd_reviewkd"])
 def test_killed_then_resumed_equals_uninterrupted(script, make_teacher, tmp_path):
     """kd_fsp, kd_stagewise and train_teacher have their own tests across their phases."""
     teacher_path = make_teacher("resnet14")
