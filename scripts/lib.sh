@@ -103,6 +103,7 @@ smoke_rewrite() {  # SCRIPT ARGS... -> SMOKE_ARGS: the row on small data, 1 epoc
       --teacher-model) SMOKE_ARGS+=(--teacher "$(run_ckpt smoke_pretrained "$dataset" "$2" 0)"); shift 2 ;;
       --epochs) SMOKE_ARGS+=(--epochs 1); has_epochs=1; shift 2 ;;
       --fsp-epochs|--stage-epochs|--classifier-epochs) SMOKE_ARGS+=("$1" 1); shift 2 ;;
+      --nce-k) SMOKE_ARGS+=(--nce-k 32); shift 2 ;;  # CRD's negatives: a smoke run has about 70 images
       # a 2-step smoke teacher's logits (about 1e9) overflow fp16, which the non-finite-loss check stops: bf16 on CPU
       --amp) SMOKE_ARGS+=(--amp "$([[ $2 == fp16 ]] && echo bf16 || echo "$2")"); shift 2 ;;
       # recipes for data a smoke run replaces (cub: image files; reflect flips, and a mirrored digit is

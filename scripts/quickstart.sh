@@ -40,6 +40,9 @@ for fraction in 1.0 0.25; do
   run "st_$fraction" "$PYTHON" kd_st.py --teacher "$teacher" "${student[@]}" --epochs "$EPOCHS"
   run "dkd_$fraction" "$PYTHON" kd_dkd.py --teacher "$teacher" "${student[@]}" --epochs "$EPOCHS"
   run "logit_$fraction" "$PYTHON" kd_logit.py --teacher "$teacher" "${student[@]}" --epochs "$EPOCHS"
+  run "fitnet_$fraction" "$PYTHON" kd_fitnet.py --teacher "$teacher" "${student[@]}" --epochs "$EPOCHS"
+  run "crd_$fraction" "$PYTHON" kd_crd.py --teacher "$teacher" "${student[@]}" --epochs "$EPOCHS"
+  run "reviewkd_$fraction" "$PYTHON" kd_reviewkd.py --teacher "$teacher" "${student[@]}" --epochs "$EPOCHS"
   # AT's weight for digits' 8x8 maps (its default; CIFAR's 32x32 maps take 1000), written out as a reminder
   run "at_$fraction" "$PYTHON" kd_at.py --teacher "$teacher" --at-weight 50 "${student[@]}" --epochs "$EPOCHS"
   run "at_st_$fraction" "$PYTHON" kd_at.py --teacher "$teacher" --at-weight 50 --kd-weight 0.9 --exp-name kd_at_st \

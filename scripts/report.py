@@ -40,7 +40,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 IGNORED_ARGS = {"seed", "exp_name", "out_dir", "data_dir", "teacher", "init_from", "resume", "evaluate", "log_interval",
                 "workers", "device", "download", "compile", "channels_last", "loader", "dataset", "model",
                 "teacher_model"}
-METHOD_ORDER = ["baseline", "logit", "st", "dkd", "at", "at_st", "fsp", "simultaneous", "stagewise"]
+METHOD_ORDER = ["baseline", "logit", "st", "dkd", "fitnet", "at", "at_st", "fsp", "crd", "reviewkd", "simultaneous",
+                "stagewise"]
 
 
 # ---------------------------------------------------------------- published numbers (top-1, %)
@@ -103,6 +104,28 @@ def _references():
         teacher="resnet34", method="at", at_weight=1000.0, epochs=100)
     add(71.70, "mdistiller", "best", dataset="imagenet", student="resnet18", teacher="resnet34", method="dkd",
         ce_weight=1.0, tckd_weight=1.0, nckd_weight=0.5, temperature=1.0, dkd_warmup_epochs=1, epochs=100)
+    # RepDistiller's FitNet column (train_student.py --distill hint -a 0 -b 100 --hint_layer 2: CE + 100 * hint at the
+    # second stage, trained jointly, no init stage; mdistiller's configs/cifar100/fitnet.yaml is the same): last epoch
+    for teacher, student, top1 in (("resnet32x4", "resnet8x4", 73.50), ("wrn_40_2", "wrn_16_2", 73.58),
+                                   ("resnet56", "resnet20", 69.21), ("resnet110", "resnet32", 71.06)):
+        add(top1, "RepDistiller", "last", dataset="cifar100", student=student, teacher=teacher, method="fitnet",
+            epochs=240, ce_weight=1.0, hint_weight=100.0, hint_stage=2, hint_epochs=0, kd_weight=0.0)
+    # RepDistiller's CRD column (last epoch, mean of runs): train_student.py --distill crd -r 1 -a 0 -b 0.8,
+    # 128-d embeddings, K = 16384 negatives of other classes, T 0.07, memory momentum 0.5
+    crd = dict(method="crd", ce_weight=1.0, crd_weight=0.8, feat_dim=128, nce_k=16384, nce_temperature=0.07,
+               nce_momentum=0.5)
+    for teacher, student, top1 in (("resnet32x4", "resnet8x4", 75.51), ("wrn_40_2", "wrn_16_2", 75.48),
+                                   ("resnet56", "resnet20", 71.16), ("resnet110", "resnet32", 73.48)):
+        add(top1, "RepDistiller", "last", dataset="cifar100", student=student, teacher=teacher, epochs=240, **crd)
+    add(71.17, "CRD paper", None, dataset="imagenet", student="resnet18", teacher="resnet34", epochs=100, **crd)
+    # ReviewKD paper (CVPR 2021; the DKD paper lists the same): the authors' CIFAR-100/script/reviewKD.sh settings,
+    # CE 1, 20 warm-up epochs of the review loss, weight by pair; ImageNet as their code, weight 1, no warm-up
+    for teacher, student, weight, top1 in (("resnet32x4", "resnet8x4", 5.0, 75.63), ("wrn_40_2", "wrn_16_2", 5.0, 76.12),
+                                           ("resnet56", "resnet20", 0.6, 71.89), ("resnet110", "resnet32", 1.0, 73.89)):
+        add(top1, "ReviewKD paper", None, dataset="cifar100", student=student, teacher=teacher, method="reviewkd",
+            epochs=240, ce_weight=1.0, reviewkd_weight=weight, reviewkd_warmup_epochs=20)
+    add(71.61, "ReviewKD paper", None, dataset="imagenet", student="resnet18", teacher="resnet34", method="reviewkd",
+        ce_weight=1.0, reviewkd_weight=1.0, reviewkd_warmup_epochs=0, epochs=100)
     # seed 000: best epoch; (label smoothing of the teacher 0.0, 0.1); students trained by pure KD
     seed000 = {("imagenet", "resnet18"): {1: (71.488, 71.666), 2: (71.360, 68.860), 3: (69.674, 67.752), 64: (66.194, 64.362)},
                ("imagenet", "resnet50"): {1: (76.328, 76.896), 2: (76.180, 76.110), 3: (75.488, 75.790), 64: (74.278, 74.566)},

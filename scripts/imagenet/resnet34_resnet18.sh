@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # ImageNet-1K benchmark ResNet-34 -> ResNet-18 (REFERENCE_RESULTS.md; mdistiller / torchdistill recipe)
 # with torchvision's pretrained ResNet-34 as the teacher: the student without teacher, with KD (T = 1,
-# CE and KD weights 0.5 each), with AT (weight 1000) and with DKD (mdistiller's config). Rows: 4 methods x SEEDS.
+# CE and KD weights 0.5 each), with AT (weight 1000), and with DKD, CRD and ReviewKD (mdistiller's configs).
+# Rows: 6 methods x SEEDS.
 #
 #   DATA_DIR=/data/imagenet NPROC=8 bash scripts/imagenet/resnet34_resnet18.sh
-#   DRY_RUN=1 bash scripts/imagenet/resnet34_resnet18.sh   # print the 4 commands
+#   DRY_RUN=1 bash scripts/imagenet/resnet34_resnet18.sh   # print the 6 commands
 #   SMOKE=1 bash scripts/imagenet/resnet34_resnet18.sh     # 2 steps on CPU; a 2-step teacher replaces the download
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -22,6 +23,11 @@ AT=(--ce-weight 1 --at-weight 1000 --at-mode code)    # CE + 1000 * sum of the a
 # DKD as mdistiller's configs/imagenet/r34_r18/dkd.yaml: CE 1, alpha 1, beta 0.5, T 1, warm-up 1 epoch (none);
 # its batch 512 at lr 0.2 is the same lr per image as the recipe above
 DKD=(--ce-weight 1 --tckd-weight 1 --nckd-weight 0.5 --temperature 1 --dkd-warmup-epochs 1)
+# CRD as mdistiller's configs/imagenet/r34_r18/crd.yaml: CE 1, CRD 0.8, 128-d embeddings, 16384 negatives, T 0.07,
+# momentum 0.5; memory banks of 2 x 1.28 M x 128 floats (1.3 GB, in the checkpoints too)
+CRD=(--ce-weight 1 --crd-weight 0.8 --feat-dim 128 --nce-k 16384 --nce-temperature 0.07 --nce-momentum 0.5)
+# ReviewKD as the authors' ImageNet code and mdistiller's configs/imagenet/r34_r18/reviewkd.yaml: CE 1, weight 1, no warm-up
+REVIEWKD=(--ce-weight 1 --reviewkd-weight 1 --reviewkd-warmup-epochs 0)
 
 for seed in $SEEDS; do
   common=("${DATA[@]}" "${RECIPE[@]}" --seed "$seed" --out-dir "$OUT_DIR")
@@ -29,5 +35,7 @@ for seed in $SEEDS; do
   launch kd_st.py "${common[@]}" "${TEACHER[@]}" --exp-name r34r18_kd "${KD[@]}"
   launch kd_at.py "${common[@]}" "${TEACHER[@]}" --exp-name r34r18_at "${AT[@]}"
   launch kd_dkd.py "${common[@]}" "${TEACHER[@]}" --exp-name r34r18_dkd "${DKD[@]}"
+  launch kd_crd.py "${common[@]}" "${TEACHER[@]}" --exp-name r34r18_crd "${CRD[@]}"
+  launch kd_reviewkd.py "${common[@]}" "${TEACHER[@]}" --exp-name r34r18_reviewkd "${REVIEWKD[@]}"
 done
 finish
