@@ -106,6 +106,8 @@ def main(args):
                 logits = teacher(images).float()
             if not torch.isfinite(logits).all():
                 raise UserError(f"the teacher gave non-finite logits in epoch {epoch + 1}; try --amp none")
+            if args.dtype == "float16" and logits.abs().max() > 65504:
+                raise UserError(f"the teacher's logits reach {logits.abs().max():.0f}, beyond float16: use --dtype float32")
             rows = index.numpy()
             outputs = (logits,) if not args.topk else compress(logits, args.topk)
             for array, output in zip(arrays, outputs):

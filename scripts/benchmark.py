@@ -270,7 +270,9 @@ def main(args):
                                 loader="auto", workers=1, batch_size=args.batch_size, seed=0)
         _, _, num_classes, image_shape = build_loaders(probe, torch.device("cpu"))
         teacher_path = os.path.join(work_dir, f"{args.teacher}_{num_classes}.pt")
-        torch.save({"model": create_model(args.teacher, num_classes).state_dict(), "model_name": args.teacher,
+        # identity-initialised blocks: random weights otherwise give logits of 1e4, on which logit regression diverges
+        teacher = create_model(args.teacher, num_classes, zero_init_residual=True)
+        torch.save({"model": teacher.state_dict(), "model_name": args.teacher,
                     "num_classes": num_classes, "top1": 0.0}, teacher_path)
         print(f"{args.dataset} {image_shape}, {args.teacher} -> {args.model}, batch {args.batch_size}, amp {args.amp}, "
               f"{args.warmup} warm-up + {args.steps} timed steps, median of {args.repeats} run(s)\n")

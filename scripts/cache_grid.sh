@@ -15,6 +15,7 @@ DATASET="${DATASET:-digits}"
 EPOCHS="${EPOCHS:-30}"
 DTYPE="${DTYPE:-float16}"
 OUT_DIR="${OUT_DIR:-$(mktemp -d "${TMPDIR:-/tmp}/cache_grid.XXXXXX")}"
+mkdir -p "$OUT_DIR"
 GRID=(1:0.9 3:0.9 5:0.9 10:0.9 3:0.7 3:0.6 3:0.5)  # T:alpha
 DATA=(--dataset "$DATASET")
 [[ $DATASET == fake ]] && DATA+=(--num-classes 10)
@@ -23,8 +24,8 @@ if [[ -z "${TEACHER:-}" ]]; then
   if [[ $DATASET == fake ]]; then
     TEACHER="$OUT_DIR/resnet56_random.pt"
     python -c "import sys, torch; sys.path.insert(0, '.'); from common.models import create_model
-torch.save({'model': create_model('resnet56', 10).state_dict(), 'model_name': 'resnet56', 'num_classes': 10,
-            'top1': 0.0}, '$TEACHER')"
+torch.save({'model': create_model('resnet56', 10, zero_init_residual=True).state_dict(), 'model_name': 'resnet56',
+            'num_classes': 10, 'top1': 0.0}, '$TEACHER')"
   else
     python train_teacher.py "${DATA[@]}" --model resnet56 --out-dir "$OUT_DIR/teacher" > "$OUT_DIR/teacher.log"
     TEACHER=$(ls "$OUT_DIR"/teacher/*/best.pt)
