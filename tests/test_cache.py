@@ -109,6 +109,17 @@ def test_float16_and_topk_caches_replay_close_to_the_teacher(cache32, tmp_path):
                    "--out-dir", tmp_path / f"run_{flags[-1]}")
     exact = np.load(cache / "logits.npy")[0]
     assert np.abs(np.load(tmp_path / "float16" / "logits.npy")[0] - exact).max() < 0.05
+    # top-k: the k largest logits of each image and their classes, and a fill that keeps the rest's probability mass
+    values, classes, fill = (np.load(tmp_path / "3" / f"{name}.npy")[0] for name in ("values", "classes", "fill"))
+    top = np.argsort(-exact, axis=1)[:, :3]
+    assert (classes == top).mean() > 0.99  # float16 may swap near-equal logits
+    np.testing.assert_allclose(values.astype(np.float32), np.take_along_axis(exact, top, 1), atol=0.05)
+    probabilities = torch.tensor(exact).softmax(1)
+    rest = 1 - probabilities.gather(1, torch.tensor(top)).sum(1)
+    log_z = torch.logsumexp(torch.tensor(exact), 1)
+    kept = rest > 1e-4  # where the rest's mass is not lost to float32 rounding
+    assert kept.sum() > 100
+    assert torch.allclose(torch.tensor(fill)[kept], (torch.log(rest / 7) + log_z)[kept], atol=0.05)
 
 
 def test_a_cache_of_another_run_is_refused_with_the_field(cache32, make_teacher, tmp_path):
