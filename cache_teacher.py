@@ -58,6 +58,9 @@ def parse_args(argv=None):
     speed = parser.add_argument_group("speed")
     speed.add_argument("--batch-size", type=int, default=256, help="images per teacher forward pass (any: same logits)")
     speed.add_argument("--amp", default="none", choices=["none", "bf16", "fp16"], help="the teacher's autocast")
+    speed.add_argument("--fold-bn", action=argparse.BooleanOptionalAction, default=None,
+                       help="fold BatchNorm into the convolutions (logits move ~1e-7 relative); default: on unless "
+                            "--dtype float32, which then holds the loop's logits bit for bit")
     speed.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True, help="NHWC")
     speed.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="device")
     speed.add_argument("--threads", type=int, default=0,
@@ -66,6 +69,16 @@ def parse_args(argv=None):
     # what build_loaders reads besides: in-memory data only
     args.loader, args.workers, args.val_resize, args.out_dir = "tensor", 0, 256, os.path.dirname(os.path.abspath(args.out))
     return args
+
+
+def fold_batchnorm(teacher):
+    """The eval-mode teacher with each BatchNorm that follows a convolution folded into its weights: 1.2-1.4x
+    the images/s of resnet56 on a 2-core CPU. A network FX cannot trace is used as it is."""
+    from torch.fx.experimental.optimization import fuse
+    try:
+        return fuse(teacher)
+    except Exception:  # torch.fx raises TraceError, TypeError or others on control flow it cannot trace
+        return teacher
 
 
 @user_errors
@@ -87,6 +100,9 @@ def main(args):
     teacher, teacher_name = load_teacher(args, num_classes)
     memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
     teacher.eval().requires_grad_(False).to(device, memory_format=memory_format)
+    if args.fold_bn is None:
+        args.fold_bn = args.dtype != "float32"
+    forward = fold_batchnorm(teacher) if args.fold_bn else teacher
     autocast = autocast_context(args.amp, device)
     key = cache_key(args, train_loader, num_classes)
     num_samples = len(train_loader.sample_labels)
@@ -103,7 +119,7 @@ def main(args):
         for index in mine.split(args.batch_size // dist.world_size or 1):
             images = train_loader.augmented(index.to(device)).contiguous(memory_format=memory_format)
             with torch.no_grad(), autocast:
-                logits = teacher(images).float()
+                logits = forward(images).float()
             if not torch.isfinite(logits).all():
                 raise UserError(f"the teacher gave non-finite logits in epoch {epoch + 1}; try --amp none")
             if args.dtype == "float16" and logits.abs().max() > 65504:
@@ -123,7 +139,8 @@ def main(args):
         wall = time.time() - started
         size = sum(os.path.getsize(os.path.join(args.out, f)) for f in os.listdir(args.out))
         manifest = {**key, "epochs": args.epochs, "dtype": args.dtype, "topk": args.topk, "amp": args.amp,
-                    "teacher_model": teacher_name, "teacher_path": args.teacher, "teacher_top1": teacher_top1,
+                    "eval_on": args.eval_on, "fold_bn": args.fold_bn, "teacher_model": teacher_name,
+                    "teacher_path": args.teacher, "teacher_top1": teacher_top1,
                     "num_samples": num_samples, "bytes": size, "bytes_per_epoch": size // args.epochs,
                     "world_size": dist.world_size, "wall_time_s": round(wall, 2),
                     "images_per_sec": round(args.epochs * num_samples / wall, 1)}

@@ -213,14 +213,15 @@ def main(args):
     autocast = autocast_context(args.amp, device)
     # the teacher is inert: eval mode (BatchNorm uses its running stats), no gradients, never in DDP
     teacher.eval().requires_grad_(False).to(device, memory_format=memory_format)
-    # evaluated once per run: a resume reads its top-1 from the checkpoint
-    teacher_top1 = checkpoint["teacher_top1"] if checkpoint else evaluate(teacher, val_loader, autocast, device,
-                                                                          memory_format)["top1"]
+    # ALGO LOGIC: a --teacher-cache replaces the teacher's forward pass in the loop
+    cache = (TeacherCache(args.teacher_cache, cache_key(args, train_loader, num_classes), args.epochs, device,
+                          evaluation=(args.eval_on, args.amp)) if args.teacher_cache else None)
+    # evaluated once per run: a resume reads its top-1 from the checkpoint, a cached run from the cache's manifest
+    teacher_top1 = checkpoint["teacher_top1"] if checkpoint else cache.teacher_top1 if cache else None
+    if teacher_top1 is None:
+        teacher_top1 = evaluate(teacher, val_loader, autocast, device, memory_format)["top1"]
     if master:
         print(f"teacher {teacher_name}: top1 {teacher_top1:.2f}")
-    # ALGO LOGIC: a --teacher-cache replaces the teacher's forward pass in the loop (it is still evaluated above)
-    cache = (TeacherCache(args.teacher_cache, cache_key(args, train_loader, num_classes), args.epochs, device)
-             if args.teacher_cache else None)
 
     optimizer = build_optimizer(args, trainable.parameters())
     scheduler = build_scheduler(args, optimizer, len(train_loader))

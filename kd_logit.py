@@ -28,7 +28,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel as DDP
-from torchvision.models.feature_extraction import create_feature_extractor, get_graph_node_names
 from tqdm import tqdm
 
 from common import UserError
@@ -134,7 +133,8 @@ class Regressed(nn.Module):
     def __init__(self, model, target):
         super().__init__()
         self.target, self.body = target, model
-        if target == "features":
+        if target == "features":  # torchvision imported here: 2 s that logit runs need not pay
+            from torchvision.models.feature_extraction import create_feature_extractor, get_graph_node_names
             names = get_graph_node_names(model)[0]
             last_linear = [name for name, module in model.named_modules() if isinstance(module, nn.Linear)][-1]
             self.nodes = [names[names.index(last_linear) - 1], names[-1]]
@@ -197,16 +197,17 @@ def main(args):
     autocast = autocast_context(args.amp, device)
     # the teacher is inert: eval mode (BatchNorm uses its running stats), no gradients, never in DDP
     teacher.eval().requires_grad_(False).to(device, memory_format=memory_format)
-    # evaluated once per run: a resume reads its top-1 from the checkpoint
-    teacher_top1 = checkpoint["teacher_top1"] if checkpoint else evaluate(teacher, val_loader, autocast, device,
-                                                                          memory_format)["top1"]
-    if master:
-        print(f"teacher {teacher_name}: top1 {teacher_top1:.2f}")
-    # ALGO LOGIC: a --teacher-cache replaces the teacher's forward pass in the loop (it is still evaluated above)
+    # ALGO LOGIC: a --teacher-cache replaces the teacher's forward pass in the loop
     if args.teacher_cache and args.target != "logits":
         raise UserError("--teacher-cache holds the teacher's logits: it serves --target logits, not features")
-    cache = (TeacherCache(args.teacher_cache, cache_key(args, train_loader, num_classes), args.epochs, device)
-             if args.teacher_cache else None)
+    cache = (TeacherCache(args.teacher_cache, cache_key(args, train_loader, num_classes), args.epochs, device,
+                          evaluation=(args.eval_on, args.amp)) if args.teacher_cache else None)
+    # evaluated once per run: a resume reads its top-1 from the checkpoint, a cached run from the cache's manifest
+    teacher_top1 = checkpoint["teacher_top1"] if checkpoint else cache.teacher_top1 if cache else None
+    if teacher_top1 is None:
+        teacher_top1 = evaluate(teacher, val_loader, autocast, device, memory_format)["top1"]
+    if master:
+        print(f"teacher {teacher_name}: top1 {teacher_top1:.2f}")
 
     optimizer = build_optimizer(args, trainable.parameters())
     scheduler = build_scheduler(args, optimizer, len(train_loader))

@@ -65,9 +65,10 @@ def compress(logits, topk):
 
 class TeacherCache:
     """Refuses a cache written for another run with one line naming the field; `logits(epoch, index)` gives the
-    teacher's logits on the images `index` of `epoch`, from that epoch's table moved to `device` once."""
+    teacher's logits on the images `index` of `epoch`, from that epoch's table moved to `device` once.
+    `teacher_top1`: the writer's evaluation of the teacher, when it was on this run's (eval set, amp), else None."""
 
-    def __init__(self, folder, key, epochs, device):
+    def __init__(self, folder, key, epochs, device, evaluation=("val", "none")):
         path = os.path.join(folder, MANIFEST)
         if not os.path.isfile(path):
             raise UserError(f"--teacher-cache {folder}: no {MANIFEST} (not a cache, or its writer did not finish); "
@@ -82,6 +83,8 @@ class TeacherCache:
             raise UserError(f"--teacher-cache {folder} holds {self.manifest['epochs']} epochs, this run trains {epochs}; "
                             f"write one with cache_teacher.py --epochs {epochs}")
         self.topk, self.num_classes, self.device = self.manifest["topk"], key["num_classes"], device
+        same_evaluation = (self.manifest.get("eval_on"), self.manifest.get("amp")) == tuple(evaluation)
+        self.teacher_top1 = self.manifest.get("teacher_top1") if same_evaluation else None
         self.arrays, self.epoch, self.tables = open_arrays(folder, self.topk), None, None
 
     def logits(self, epoch, index):

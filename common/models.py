@@ -6,9 +6,6 @@ from functools import partial
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-import torchvision
-from torchvision.models import feature_extraction
-from torchvision.models.resnet import BasicBlock, ResNet
 
 from common import UserError
 
@@ -130,6 +127,7 @@ def seed004_resnet(layers, num_classes, teacher_head=False, **kwargs):
     """torchvision's BasicBlock ResNet with seed 004's fastai-style heads (docs/kd_stagewise.md): the students'
     (models/custom_resnet.py) with default init, the teacher's (cnn_learner's create_head) with kaiming-normal
     Linear weights and zero biases. The stem ReLU, before the max-pool, is the first feature map (`relu`)."""
+    from torchvision.models.resnet import BasicBlock, ResNet
     model = ResNet(BasicBlock, layers, num_classes=num_classes, **kwargs)
     model.avgpool = AdaptiveConcatPool2d()  # torchvision's forward: avgpool -> flatten -> fc
     if not teacher_head:
@@ -194,6 +192,12 @@ class Seed004PlainNet(Chain):
 
 
 # ---------------------------------------------------------------- registry: name -> build(num_classes=..., **kwargs)
+def torchvision_model(name, **kwargs):
+    """torchvision is imported on first use: its import costs about 2 s, a tenth of a short run."""
+    import torchvision
+    return getattr(torchvision.models, name)(weights=None, **kwargs)
+
+
 _CIFAR, _CIFAR_X4 = (16, 16, 32, 64), (32, 64, 128, 256)
 CIFAR_MODELS = {
     **{f"resnet{d}": partial(CifarResNet, d, _CIFAR) for d in (8, 14, 20, 32, 44, 56, 110)},
@@ -205,7 +209,7 @@ CIFAR_MODELS = {
 _TORCHVISION = ["resnet18", "resnet34", "resnet50", "mobilenet_v2", "efficientnet_b0",
                 *(f"shufflenet_v2_x{width}" for width in ("0_5", "1_0", "1_5", "2_0"))]
 IMAGENET_MODELS = {
-    **{name: partial(getattr(torchvision.models, name), weights=None) for name in _TORCHVISION},
+    **{name: partial(torchvision_model, name) for name in _TORCHVISION},
     # seed 004 ("sw", the stage-wise study): its students with their MLP head, its fastai ResNet-34 teacher
     **{f"sw_resnet{depth}": partial(seed004_resnet, layers) for depth, layers in {10: [1, 1, 1, 1], 14: [1, 1, 2, 2],
        18: [2, 2, 2, 2], 20: [2, 2, 3, 2], 26: [3, 3, 3, 3], 34: [3, 4, 6, 3]}.items()},
@@ -260,6 +264,7 @@ def create_model(name, num_classes, pretrained=False, zero_init_residual=False):
         raise UserError("no ImageNet weights exist for this stage-wise study model; train it from scratch")
     source = PRETRAINED[name]
     model = build() if source == name else build(num_classes=num_classes)  # torchvision's: ImageNet's 1000 classes
+    import torchvision
     try:
         state = torchvision.models.get_model_weights(source).IMAGENET1K_V1.get_state_dict(progress=False)
     except Exception as err:  # torch.hub raises URLError/OSError/RuntimeError depending on where it fails
@@ -286,6 +291,7 @@ class StageModel(nn.Module):
 
     def __init__(self, model, name):
         super().__init__()
+        from torchvision.models import feature_extraction
         self.stage_nodes = STAGE_NODES[name]
         self.logits_node = feature_extraction.get_graph_node_names(model)[0][-1]
         self.body = feature_extraction.create_feature_extractor(model, self.stage_nodes + [self.logits_node])

@@ -6,14 +6,18 @@
 #
 #   bash scripts/cache_grid.sh                          # digits: resnet56 -> resnet20, 30 epochs
 #   DATASET=fake EPOCHS=5 bash scripts/cache_grid.sh    # fake 32x32 images, random-weight resnet56 teacher
+#   DATASET=fake EPOCHS=5 TEACHER_MODEL=resnet110 bash scripts/cache_grid.sh
 #
-# Environment: DATASET (digits or fake), EPOCHS (30), TEACHER (a resnet56 best.pt of the data set; default: trained
-# here on digits, random weights on fake), DTYPE of the cache (float16), OUT_DIR (a new temporary folder).
+# Environment: DATASET (digits or fake), EPOCHS (30), TEACHER_MODEL (resnet56) and STUDENT (resnet20), TEACHER (a
+# TEACHER_MODEL best.pt of the data set; default: trained here on digits, random weights on fake), DTYPE of the
+# cache (float16), OUT_DIR (a new temporary folder).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 DATASET="${DATASET:-digits}"
 EPOCHS="${EPOCHS:-30}"
 DTYPE="${DTYPE:-float16}"
+TEACHER_MODEL="${TEACHER_MODEL:-resnet56}"
+STUDENT="${STUDENT:-resnet20}"
 OUT_DIR="${OUT_DIR:-$(mktemp -d "${TMPDIR:-/tmp}/cache_grid.XXXXXX")}"
 mkdir -p "$OUT_DIR"
 GRID=(1:0.9 3:0.9 5:0.9 10:0.9 3:0.7 3:0.6 3:0.5)  # T:alpha
@@ -22,12 +26,12 @@ DATA=(--dataset "$DATASET")
 
 if [[ -z "${TEACHER:-}" ]]; then
   if [[ $DATASET == fake ]]; then
-    TEACHER="$OUT_DIR/resnet56_random.pt"
+    TEACHER="$OUT_DIR/${TEACHER_MODEL}_random.pt"
     python -c "import sys, torch; sys.path.insert(0, '.'); from common.models import create_model
-torch.save({'model': create_model('resnet56', 10, zero_init_residual=True).state_dict(), 'model_name': 'resnet56',
-            'num_classes': 10, 'top1': 0.0}, '$TEACHER')"
+torch.save({'model': create_model('$TEACHER_MODEL', 10, zero_init_residual=True).state_dict(),
+            'model_name': '$TEACHER_MODEL', 'num_classes': 10, 'top1': 0.0}, '$TEACHER')"
   else
-    python train_teacher.py "${DATA[@]}" --model resnet56 --out-dir "$OUT_DIR/teacher" > "$OUT_DIR/teacher.log"
+    python train_teacher.py "${DATA[@]}" --model "$TEACHER_MODEL" --out-dir "$OUT_DIR/teacher" > "$OUT_DIR/teacher.log"
     TEACHER=$(ls "$OUT_DIR"/teacher/*/best.pt)
   fi
 fi
@@ -37,7 +41,7 @@ grid() {  # grid NAME [extra flags]: the 7 cells, top-1 of each into $OUT_DIR/NA
   local name=$1; shift
   for cell in "${GRID[@]}"; do
     local t=${cell%%:*} a=${cell##*:}
-    python kd_st.py "${DATA[@]}" --teacher "$TEACHER" --epochs "$EPOCHS" --temperature "$t" --kd-weight "$a" \
+    python kd_st.py "${DATA[@]}" --model "$STUDENT" --teacher "$TEACHER" --epochs "$EPOCHS" --temperature "$t" --kd-weight "$a" \
       --ce-weight "$(python -c "print(round(1 - $a, 6))")" --out-dir "$OUT_DIR/$name" "$@" | tail -1 \
       | sed -E "s/.*FINAL top1=([0-9.]+).*/T=$t alpha=$a \1/" >> "$OUT_DIR/$name.top1"
   done
@@ -54,7 +58,7 @@ grid cached --teacher-cache "$OUT_DIR/cache"
 cached=$(python -c "print($(now) - $start)")
 
 echo
-echo "$DATASET, resnet56 -> resnet20, $EPOCHS epochs, 7 kd_st.py runs; cache $DTYPE, $(du -sh "$OUT_DIR/cache" | cut -f1)"
+echo "$DATASET, $TEACHER_MODEL -> $STUDENT, $EPOCHS epochs, 7 kd_st.py runs; cache $DTYPE, $(du -sh "$OUT_DIR/cache" | cut -f1)"
 echo
 echo "| | wall time (s) |"
 echo "|---|---|"

@@ -1,6 +1,7 @@
 """The teacher cache: in-memory augmentation that is a function of (data seed, epoch, index) alone,
 cache_teacher.py's files, and the logit methods replaying them exactly."""
 import json
+import shutil
 from argparse import Namespace
 
 import numpy as np
@@ -81,7 +82,22 @@ def test_a_cached_run_ends_with_the_weights_of_an_uncached_one(script, flags, ca
     (plain, plain_results), (cached, cached_results) = _last_weights(tmp_path / "plain"), _last_weights(tmp_path / "cached")
     for key, value in plain["trainable"].items():
         assert torch.allclose(value.float(), cached["trainable"][key].float(), atol=1e-5), key
-    assert cached_results["teacher_top1"] == plain_results["teacher_top1"]  # the teacher is still evaluated
+    assert cached_results["teacher_top1"] == plain_results["teacher_top1"]  # the writer's evaluation, replayed
+
+
+def test_a_cached_run_takes_the_teacher_top1_from_the_manifest_only_when_evaluated_alike(cache32, tmp_path):
+    teacher, cache = cache32
+    manifest = json.loads((cache / "manifest.json").read_text())
+    assert manifest["eval_on"] == "val" and manifest["amp"] == "none" and manifest["fold_bn"] is False  # float32
+    assert manifest["teacher_top1"] != 12.5
+    # the manifest's 12.5 is replayed; one evaluated on another set is not, and the teacher is evaluated anew
+    for eval_on, expected in (("val", 12.5), ("heldout", manifest["teacher_top1"])):
+        copy = tmp_path / eval_on
+        shutil.copytree(cache, copy)
+        (copy / "manifest.json").write_text(json.dumps({**manifest, "teacher_top1": 12.5, "eval_on": eval_on}))
+        run_script("kd_st.py", *SHORT, "--epochs", "1", "--teacher", teacher, "--teacher-cache", copy,
+                   "--out-dir", tmp_path / f"run_{eval_on}")
+        assert only_run(tmp_path / f"run_{eval_on}")[1]["teacher_top1"] == expected
 
 
 def test_the_cache_files_and_manifest(cache32):
@@ -108,6 +124,7 @@ def test_float16_and_topk_caches_replay_close_to_the_teacher(cache32, tmp_path):
         run_script("kd_st.py", *SHORT, "--epochs", "1", "--teacher", teacher, "--teacher-cache", out,
                    "--out-dir", tmp_path / f"run_{flags[-1]}")
     exact = np.load(cache / "logits.npy")[0]
+    assert json.loads((tmp_path / "float16" / "manifest.json").read_text())["fold_bn"]  # BatchNorm folded: float16
     assert np.abs(np.load(tmp_path / "float16" / "logits.npy")[0] - exact).max() < 0.05
     # top-k: the k largest logits of each image and their classes, and a fill that keeps the rest's probability mass
     values, classes, fill = (np.load(tmp_path / "3" / f"{name}.npy")[0] for name in ("values", "classes", "fill"))
