@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # What a teacher cache saves on a grid of KD runs with one teacher: seed 003's 7 cells of temperature x alpha
-# (scripts/mini_imagenet/kd.sh), run with kd_st.py as usual, then again after one cache_teacher.py pass
-# replaying it. Prints the wall times, the speed-up (the cache's writing included) and each cell's top-1 both
-# ways, as a markdown table (docs/performance.md).
+# (scripts/mini_imagenet/kd.sh), run with kd_st.py as usual and, after one cache_teacher.py pass, replaying it.
+# Prints the wall times, the speed-up (the cache's writing included) and each cell's top-1 both ways, as a
+# markdown table (docs/performance.md).
 #
 #   bash scripts/cache_grid.sh                          # digits: resnet56 -> resnet20, 30 epochs
 #   DATASET=fake EPOCHS=5 bash scripts/cache_grid.sh    # fake 32x32 images, random-weight resnet56 teacher
@@ -36,26 +36,28 @@ torch.save({'model': create_model('$TEACHER_MODEL', 10, zero_init_residual=True)
   fi
 fi
 
+# One cache_teacher.py pass, then each cell twice, teacher in the loop and replaying the cache, one after the
+# other: this shared VM's speed drifts by up to 2x over minutes, and interleaving gives both ways the same drift.
 now() { date +%s.%N; }
-grid() {  # grid NAME [extra flags]: the 7 cells, top-1 of each into $OUT_DIR/NAME.top1
-  local name=$1; shift
-  for cell in "${GRID[@]}"; do
-    local t=${cell%%:*} a=${cell##*:}
-    python kd_st.py "${DATA[@]}" --model "$STUDENT" --teacher "$TEACHER" --epochs "$EPOCHS" --temperature "$t" --kd-weight "$a" \
-      --ce-weight "$(python -c "print(round(1 - $a, 6))")" --out-dir "$OUT_DIR/$name" "$@" | tail -1 \
-      | sed -E "s/.*FINAL top1=([0-9.]+).*/T=$t alpha=$a \1/" >> "$OUT_DIR/$name.top1"
-  done
+elapsed() { python -c "print($(now) - $1)"; }
+cell() {  # cell NAME T ALPHA [extra flags]: one kd_st.py run; its top-1 into $OUT_DIR/NAME.top1, its seconds echoed
+  local name=$1 t=$2 a=$3 start; shift 3
+  start=$(now)
+  python kd_st.py "${DATA[@]}" --model "$STUDENT" --teacher "$TEACHER" --epochs "$EPOCHS" --temperature "$t" \
+    --kd-weight "$a" --ce-weight "$(python -c "print(round(1 - $a, 6))")" --out-dir "$OUT_DIR/$name" "$@" | tail -1 \
+    | sed -E "s/.*FINAL top1=([0-9.]+).*/T=$t alpha=$a \1/" >> "$OUT_DIR/$name.top1"
+  elapsed "$start"
 }
 
 start=$(now)
-grid plain
-plain=$(python -c "print($(now) - $start)")
-start=$(now)
 python cache_teacher.py "${DATA[@]}" --teacher "$TEACHER" --epochs "$EPOCHS" --dtype "$DTYPE" --out "$OUT_DIR/cache" \
   | tail -1
-written=$(python -c "print($(now) - $start)")
-grid cached --teacher-cache "$OUT_DIR/cache"
-cached=$(python -c "print($(now) - $start)")
+written=$(elapsed "$start")
+plain=0 cached=$written
+for c in "${GRID[@]}"; do
+  plain=$(python -c "print($plain + $(cell plain "${c%%:*}" "${c##*:}"))")
+  cached=$(python -c "print($cached + $(cell cached "${c%%:*}" "${c##*:}" --teacher-cache "$OUT_DIR/cache"))")
+done
 
 echo
 echo "$DATASET, $TEACHER_MODEL -> $STUDENT, $EPOCHS epochs, 7 kd_st.py runs; cache $DTYPE, $(du -sh "$OUT_DIR/cache" | cut -f1)"
