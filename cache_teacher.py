@@ -104,6 +104,7 @@ def main(args):
     if args.fold_bn is None:
         args.fold_bn = args.dtype != "float32"
     forward = fold_batchnorm(teacher) if args.fold_bn else teacher
+    args.fold_bn = forward is not teacher  # the manifest says what was done: FX may fail to trace a network
     autocast = autocast_context(args.amp, device)
     key = cache_key(args, train_loader, num_classes)
     num_samples = len(train_loader.sample_labels)
