@@ -26,7 +26,7 @@ import torch
 import torch.distributed as torch_dist
 
 from common import UserError
-from common.cache import MANIFEST, cache_key, compress, create_arrays, open_arrays
+from common.cache import MANIFEST, cache_key, open_arrays
 from common.data import TENSOR_DATASETS, build_loaders, data_seed
 from common.utils import (autocast_context, check_flags, cleanup_distributed, evaluate, load_teacher, seed_everything,
                           setup_distributed, user_errors)
@@ -69,6 +69,27 @@ def parse_args(argv=None):
     # what build_loaders reads besides: in-memory data only
     args.loader, args.workers, args.val_resize, args.out_dir = "tensor", 0, 256, os.path.dirname(os.path.abspath(args.out))
     return args
+
+
+def create_arrays(folder, epochs, num_samples, num_classes, dtype, topk):
+    """The cache's memory-mapped arrays, [epoch, sample, ...]; written in place by every rank."""
+    os.makedirs(folder, exist_ok=True)
+    shapes = ({"logits": ((epochs, num_samples, num_classes), dtype)} if not topk else
+              {"values": ((epochs, num_samples, topk), dtype),
+               "classes": ((epochs, num_samples, topk), np.int16 if num_classes < 2**15 else np.int32),
+               "fill": ((epochs, num_samples), np.float32)})
+    for name, (shape, kind) in shapes.items():
+        np.lib.format.open_memmap(os.path.join(folder, f"{name}.npy"), mode="w+", dtype=kind, shape=shape).flush()
+
+
+def compress(logits, topk):
+    """Top-k logits and one fill value for the other classes, chosen so that softmax(reconstruction) keeps the
+    top-k probabilities exactly and spreads the rest's mass evenly (FKD's soft labels, as logits)."""
+    logits = logits.float()
+    values, classes = logits.topk(topk, dim=1)
+    log_z = torch.logsumexp(logits, dim=1)
+    rest = (1 - torch.exp(values - log_z[:, None]).sum(1)).clamp_min(1e-12)
+    return values, classes, torch.log(rest / (logits.shape[1] - topk)) + log_z
 
 
 def fold_batchnorm(teacher):

@@ -17,11 +17,8 @@ ARRAYS = {False: ("logits",), True: ("values", "classes", "fill")}  # full logit
 
 
 def file_hash(path):
-    digest = hashlib.sha256()
     with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return "sha256:" + digest.hexdigest()
+        return "sha256:" + hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def cache_key(args, train_loader, num_classes):
@@ -38,29 +35,8 @@ def cache_key(args, train_loader, num_classes):
             "data_seed": data_seed(args), "augment": resolve_augment(args.augment, args.dataset)}
 
 
-def create_arrays(folder, epochs, num_samples, num_classes, dtype, topk):
-    """The cache's memory-mapped arrays, [epoch, sample, ...]; written in place by every rank."""
-    os.makedirs(folder, exist_ok=True)
-    shapes = ({"logits": ((epochs, num_samples, num_classes), dtype)} if not topk else
-              {"values": ((epochs, num_samples, topk), dtype),
-               "classes": ((epochs, num_samples, topk), np.int16 if num_classes < 2**15 else np.int32),
-               "fill": ((epochs, num_samples), np.float32)})
-    for name, (shape, kind) in shapes.items():
-        np.lib.format.open_memmap(os.path.join(folder, f"{name}.npy"), mode="w+", dtype=kind, shape=shape).flush()
-
-
 def open_arrays(folder, topk, mode="r"):
     return [np.load(os.path.join(folder, f"{name}.npy"), mmap_mode=mode) for name in ARRAYS[bool(topk)]]
-
-
-def compress(logits, topk):
-    """Top-k logits and one fill value for the other classes, chosen so that softmax(reconstruction) keeps the
-    top-k probabilities exactly and spreads the rest's mass evenly (FKD's soft labels, as logits)."""
-    logits = logits.float()
-    values, classes = logits.topk(topk, dim=1)
-    log_z = torch.logsumexp(logits, dim=1)
-    rest = (1 - torch.exp(values - log_z[:, None]).sum(1)).clamp_min(1e-12)
-    return values, classes, torch.log(rest / (logits.shape[1] - topk)) + log_z
 
 
 class TeacherCache:

@@ -55,11 +55,10 @@ class CifarResNet(Chain):
     def __init__(self, depth, widths, num_classes, zero_init_residual=False, stem_kernel=3, zero_fc_bias=True):
         super().__init__()
         assert (depth - 2) % 6 == 0, depth
-        blocks = (depth - 2) // 6
         self.conv1 = nn.Conv2d(3, widths[0], stem_kernel, 1, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(widths[0])
         self.relu = nn.ReLU(inplace=True)
-        self.layer1, self.layer2, self.layer3 = _three_stages(CifarBasicBlock, widths, blocks)
+        self.layer1, self.layer2, self.layer3 = _three_stages(CifarBasicBlock, widths, (depth - 2) // 6)
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(widths[-1], num_classes)
         for m in self.modules():  # the seed's init: kaiming for conv, xavier for linear
@@ -94,25 +93,20 @@ class WideBlock(nn.Module):
         return out + (x if self.shortcut is None else self.shortcut(act))
 
 
-class WideResNet(nn.Module):
+class WideResNet(Chain):
     def __init__(self, depth, widen, num_classes):
         super().__init__()
         assert (depth - 4) % 6 == 0, depth
-        blocks = (depth - 4) // 6
         widths = [16, 16 * widen, 32 * widen, 64 * widen]
         self.conv1 = nn.Conv2d(3, widths[0], 3, 1, 1, bias=False)
-        self.block1, self.block2, self.block3 = _three_stages(WideBlock, widths, blocks)
+        self.block1, self.block2, self.block3 = _three_stages(WideBlock, widths, (depth - 4) // 6)
         self.bn = nn.BatchNorm2d(widths[-1])
+        self.relu = nn.ReLU()
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(widths[-1], num_classes)
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-
-    def forward(self, x):
-        x = self.block3(self.block2(self.block1(self.conv1(x))))
-        x = F.relu(self.bn(x))
-        return self.fc(torch.flatten(self.avgpool(x), 1))
 
 
 # ---------------------------------------------------------------- the stage-wise study (seed 004, IvLabs)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from common.cache import compress
+from cache_teacher import compress
 from common.data import build_loaders
 from conftest import assert_user_error, only_run, run_script
 
