@@ -120,6 +120,24 @@ def feature_kd_step(feature_loss, lr=0.1):
 QUICK = ["--epochs", "1", "--batch-size", "64", "--log-interval", "5"]
 
 
+def resume_at_phase_boundary(script, args, teacher, uninterrupted_out, out):
+    """A two-phase run of `script` stopped after its first epoch (phase 1), then resumed, against the
+    uninterrupted run in `uninterrupted_out`: (checkpoint after phase 1, resumed last.pt, uninterrupted last.pt).
+    Both runs end with the same top-1 and in the same folder they started."""
+    uninterrupted_dir, uninterrupted = only_run(uninterrupted_out)
+    steps_per_epoch = json.loads((uninterrupted_dir / "metrics.jsonl").read_text().splitlines()[0])["step"]
+    run_script(script, *args, "--teacher", teacher, "--out-dir", out, "--max-steps", steps_per_epoch)
+    run_dir, _ = only_run(out)
+    after_phase1 = torch.load(run_dir / "last.pt", weights_only=False)
+    assert after_phase1["phase"] == 1  # stopped at the end of phase 1
+    run_script(script, *args, "--teacher", teacher, "--out-dir", out, "--resume", run_dir / "last.pt")
+    resumed_dir, resumed = only_run(out)
+    assert resumed_dir == run_dir and resumed["epochs"] == 2 and resumed["top1"] == uninterrupted["top1"]
+    assert resumed["teacher_top1"] == uninterrupted["teacher_top1"]
+    return (after_phase1, torch.load(run_dir / "last.pt", weights_only=False),
+            torch.load(uninterrupted_dir / "last.pt", weights_only=False))
+
+
 @pytest.fixture(scope="session")
 def make_teacher(tmp_path_factory):
     """make_teacher(model, *extra_args) -> path of best.pt of a short train_teacher.py run on digits (cached)."""

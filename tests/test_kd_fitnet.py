@@ -9,7 +9,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from conftest import QUICK, assert_run_outputs, assert_user_error, only_run, run_dirs, run_script, tensorboard_tags
+from conftest import (QUICK, assert_run_outputs, assert_user_error, only_run, resume_at_phase_boundary, run_dirs,
+                      run_script, tensorboard_tags)
 from common import UserError
 from common.models import create_model, stage_shapes, with_stages
 from kd_fitnet import Trainable, conv_regressor, hint_loss, main, parse_args
@@ -216,22 +217,12 @@ def test_two_stage_end_to_end(two_stage_run):
 
 def test_resume_across_the_stage_boundary(two_stage_run, tmp_path):
     teacher, out, _ = two_stage_run
-    uninterrupted_dir, uninterrupted = only_run(out)
-    steps_per_epoch = json.loads((uninterrupted_dir / "metrics.jsonl").read_text().splitlines()[0])["step"]
-    run_script("kd_fitnet.py", *TWO_STAGE, "--teacher", teacher, "--out-dir", tmp_path, "--max-steps", steps_per_epoch)
-    run_dir, _ = only_run(tmp_path)
-    after_stage1 = torch.load(run_dir / "last.pt", weights_only=False)
-    assert after_stage1["phase"] == 1  # stopped at the end of stage 1
-    run_script("kd_fitnet.py", *TWO_STAGE, "--teacher", teacher, "--out-dir", tmp_path, "--resume", run_dir / "last.pt")
-    resumed_dir, resumed = only_run(tmp_path)
-    assert resumed_dir == run_dir and resumed["epochs"] == 2 and resumed["top1"] == uninterrupted["top1"]
-    resumed_state = torch.load(run_dir / "last.pt", weights_only=False)["trainable"]
-    uninterrupted_state = torch.load(uninterrupted_dir / "last.pt", weights_only=False)["trainable"]
-    for key, value in uninterrupted_state.items():
-        assert torch.equal(resumed_state[key], value), key
+    after_stage1, resumed, uninterrupted = resume_at_phase_boundary("kd_fitnet.py", TWO_STAGE, teacher, out, tmp_path)
+    for key, value in uninterrupted["trainable"].items():
+        assert torch.equal(resumed["trainable"][key], value), key
         if key.startswith("regressor."):  # stage 2 neither trains nor runs the regressor
             assert torch.equal(after_stage1["trainable"][key], value), key
-    assert not torch.equal(after_stage1["trainable"]["student.fc.weight"], uninterrupted_state["student.fc.weight"])
+    assert not torch.equal(after_stage1["trainable"]["student.fc.weight"], uninterrupted["trainable"]["student.fc.weight"])
 
 
 @pytest.mark.parametrize("args,phases", [([], [(0, 4)]), (["--hint-epochs", "1", "--kd-weight", "0.5"], [(1, 22), (2, 24)])])

@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import QUICK, assert_run_outputs, assert_user_error, feature_kd_step, only_run, run_script, tensorboard_tags
+from conftest import (QUICK, assert_run_outputs, assert_user_error, feature_kd_step, only_run,
+                      resume_at_phase_boundary, run_script, tensorboard_tags)
 from common import UserError
 from common.models import create_model, stage_shapes
 from kd_fsp import Trainable, check_channels, fsp_loss, fsp_matrix, main, parse_args, pool_to
@@ -163,19 +164,10 @@ def test_two_stage_end_to_end(two_stage_run):
 
 def test_resume_across_the_stage_boundary(two_stage_run, tmp_path):
     teacher, out, _ = two_stage_run
-    uninterrupted_dir, uninterrupted = only_run(out)
-    steps_per_epoch = json.loads((uninterrupted_dir / "metrics.jsonl").read_text().splitlines()[0])["step"]
-    run_script("kd_fsp.py", *TWO_STAGE, "--teacher", teacher, "--out-dir", tmp_path, "--max-steps", steps_per_epoch)
-    run_dir, _ = only_run(tmp_path)
-    assert torch.load(run_dir / "last.pt", weights_only=False)["phase"] == 1  # stopped at the end of stage 1
-    run_script("kd_fsp.py", *TWO_STAGE, "--teacher", teacher, "--out-dir", tmp_path, "--resume", run_dir / "last.pt")
-    resumed_dir, resumed = only_run(tmp_path)
-    assert resumed_dir == run_dir and resumed["epochs"] == 2
-    assert resumed["top1"] == uninterrupted["top1"] and resumed["teacher_top1"] == uninterrupted["teacher_top1"]
-    resumed_model = torch.load(run_dir / "last.pt", weights_only=False)["model"]
-    uninterrupted_model = torch.load(uninterrupted_dir / "last.pt", weights_only=False)["model"]
-    for key, value in uninterrupted_model.items():
-        assert torch.equal(resumed_model[key], value), key
+    _, resumed, uninterrupted = resume_at_phase_boundary("kd_fsp.py", TWO_STAGE, teacher, out, tmp_path)
+    for key, value in uninterrupted["model"].items():
+        assert torch.equal(resumed["model"][key], value), key
+    run_dir = only_run(tmp_path)[0]
     phases = [json.loads(line)["phase"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert phases == [1, 2]
 
