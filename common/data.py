@@ -4,7 +4,6 @@ the device as uint8, augmented a whole batch at a time with tensor ops (`TensorL
 (path, label) lists read by NVIDIA DALI (`DaliLoader`) or a torchvision DataLoader (`TorchLoader`, `--loader torch`).
 `--augment` recipes (README: Data sets) are the same operations and ranges in every loader that has them: standard,
 reflect (seed 001, in memory), cub (seed 000, files), fastai (seed 004, fastai v1 `get_transforms(do_flip=False)`).
-`--eval-on heldout` evaluates on the training images that `--train-fraction` leaves out.
 """
 import csv
 import json
@@ -36,7 +35,7 @@ class DataError(UserError):
     """A problem with the user's data: reported as one line."""
 
 
-# ---------------------------------------------------------------- subsets
+# ---------------------------------------------------------------- subsets and recipes
 def stratified_subset(labels, fraction, seed=0):
     """Indices of a fixed, seeded, class-stratified `fraction` of `labels` (at least one per class)."""
     labels = np.asarray(labels)
@@ -51,8 +50,7 @@ def stratified_subset(labels, fraction, seed=0):
 
 
 def split_training_set(labels, fraction, eval_on):
-    """(training indices, held-out indices or None): the fixed stratified `fraction` of `labels`,
-    and for `--eval-on heldout` the rest of them, the images that training never sees."""
+    """(training indices, and for `--eval-on heldout` the indices training never sees, else None)."""
     keep = stratified_subset(labels, fraction, seed=0)
     if eval_on != "heldout":
         return keep, None
@@ -62,17 +60,13 @@ def split_training_set(labels, fraction, eval_on):
     return keep, np.setdiff1d(np.arange(len(labels)), keep)
 
 
-# ---------------------------------------------------------------- augmentation recipes
 def resolve_augment(recipe, name):
     """The recipe that `--augment` names for data set `name`, if the loaders implement it there."""
     if recipe == "auto":
         recipe = "cub" if name == "cub200" else "standard"
-    if name == "digits":
-        allowed = ("standard", "fastai")  # reflect flips, and a mirrored digit is another digit
-    elif name in TENSOR_DATASETS:
-        allowed = ("standard", "reflect", "fastai")
-    else:
-        allowed = ("standard", "cub", "fastai")
+    allowed = ("standard", "cub", "fastai")
+    if name in TENSOR_DATASETS:  # reflect flips, and a mirrored digit is another digit
+        allowed = ("standard", "fastai") if name == "digits" else ("standard", "reflect", "fastai")
     if recipe not in allowed:
         raise DataError(f"--augment {recipe} does not apply to {name}; choose auto or one of: {', '.join(allowed)}")
     return recipe
@@ -96,10 +90,8 @@ def fastai_params(uniform, coin, ops):
 
 
 def fastai_homography(params, ops):
-    """Row-major 3x3 map (9 entries) from source to output coordinates in [-1, 1], x right, y down.
-
-    fastai samples the source at rotate(zoom(warp(p))) for output point p, where warp takes its
-    `targ_pts` to the square's corners; this is the inverse, warp^-1 zoom^-1 rotate^-1."""
+    """Row-major 3x3 map (9 entries) from source to output coordinates in [-1, 1], x right, y down. fastai samples
+    the source at rotate(zoom(warp(p))) for output point p; this is the inverse, warp^-1 zoom^-1 rotate^-1."""
     m0, m1, m2, m3 = params["warp"]
     # warp^-1 takes the corners (-1,-1), (1,-1), (1,1), (-1,1) to fastai's targ_pts: Heckbert's square-to-quad map
     (x0, y0), (x1, y1), (x2, y2), (x3, y3) = (-1 - m3, -1 - m1), (1 + m3, -1 - m0), (1 + m2, 1 + m0), (-1 - m2, 1 + m1)
@@ -132,8 +124,8 @@ def torch_draws(n, generator=None, device=None):
 
 
 def fastai_augment(images, params):
-    """Warp, rotate and zoom as one bilinear resampling with reflection padding, then lighting,
-    on float NCHW images in [0, 1]; `params` from `fastai_params` with n values each."""
+    """Warp, rotate and zoom as one bilinear resampling with reflection padding, then lighting, on float NCHW images
+    in [0, 1]; `params` from `fastai_params` with n values each."""
     n, _, height, width = images.shape
     to_output = torch.stack(fastai_homography(params, torch), -1).view(n, 3, 3)
     to_source = torch.linalg.inv_ex(to_output).inverse  # inv_ex skips the singularity check: no host sync
@@ -173,8 +165,8 @@ def dali_draws():
 
 
 def dali_cub(images):
-    """Seed 000's RandomRotation(45) + RandomGrayscale(0.2) + ColorJitter(brightness=0.2, contrast=0.2)
-    in a DALI graph, after the random-resized crop; returns float 0..255."""
+    """Seed 000's RandomRotation(45) + RandomGrayscale(0.2) + ColorJitter(brightness=0.2, contrast=0.2) in a DALI
+    graph, after the random-resized crop; returns float 0..255."""
     from nvidia.dali import fn, types
     from nvidia.dali import math as dmath
     # fill_value: black corners, as torchvision (DALI would otherwise repeat the border)
@@ -196,8 +188,8 @@ def load_digits_arrays():
     from sklearn.model_selection import train_test_split
     digits = load_digits()
     images = np.clip(digits.images * 16, 0, 255).astype(np.uint8)[..., None].repeat(3, axis=3)  # 0..16 -> 0..255, RGB
-    x_train, x_val, y_train, y_val = train_test_split(
-        images, digits.target, test_size=0.2, stratify=digits.target, random_state=0)
+    x_train, x_val, y_train, y_val = train_test_split(images, digits.target, test_size=0.2, stratify=digits.target,
+                                                      random_state=0)
     return (x_train, y_train), (x_val, y_val), 10
 
 
@@ -250,8 +242,7 @@ def _class_folder_samples(root):
     if not os.path.isdir(root):
         raise DataError(f"missing folder {root}")
     classes = sorted(d.name for d in os.scandir(root) if d.is_dir())
-    samples = [(os.path.join(dirpath, f), index)
-               for index, cls in enumerate(classes)
+    samples = [(os.path.join(dirpath, f), index) for index, cls in enumerate(classes)
                for dirpath, _, files in sorted(os.walk(os.path.join(root, cls)))
                for f in sorted(files) if f.lower().endswith(IMAGE_EXTENSIONS)]
     if not samples:
@@ -272,16 +263,23 @@ def class_folder_split(data_dir):
     return train, val, len(classes)
 
 
-def _csv_samples(path, image_dir):
-    """(image path, label) rows of a CSV file's `filename` and `label` columns; others (pandas' index) are ignored."""
+def _csv_samples(path, image_dir, index=None, unknown_error=None):
+    """(image path, label) rows of a CSV file's `filename` and `label` columns; others (pandas' index) are ignored.
+    With `index`, labels are mapped through it and `unknown_error(labels)` is the message for those it lacks."""
     try:
         with open(path, newline="") as f:
             reader = csv.DictReader(f)
             if not {"filename", "label"} <= set(reader.fieldnames or ()):
                 raise DataError(f"{path} needs 'filename' and 'label' columns; its header is {reader.fieldnames}")
-            return [(os.path.join(image_dir, row["filename"]), row["label"]) for row in reader]
+            samples = [(os.path.join(image_dir, row["filename"]), row["label"]) for row in reader]
     except (OSError, csv.Error) as err:
         raise DataError(f"cannot read {path} ({err})") from None
+    if index is None:
+        return samples
+    unknown = sorted({label for _, label in samples} - set(index))
+    if unknown:
+        raise DataError(unknown_error(unknown))
+    return [(p, index[label]) for p, label in samples]
 
 
 def mini_imagenet_split(data_dir):
@@ -300,24 +298,19 @@ def mini_imagenet_split(data_dir):
 
         def read(name):
             path = os.path.join(data_dir, name)
-            samples = _csv_samples(path, images)
-            unknown = sorted({label for _, label in samples} - set(index))
-            if unknown:
-                raise DataError(f"{index_path} has no class index for {', '.join(unknown[:3])} (used in {path})")
-            return [(p, index[label]) for p, label in samples]
+            return _csv_samples(path, images, index, lambda unknown: (
+                f"{index_path} has no class index for {', '.join(unknown[:3])} (used in {path})"))
         return read("new_train.csv"), read("new_val.csv"), max(index.values()) + 1
     if os.path.isdir(os.path.join(data_dir, "train")):
         return class_folder_split(data_dir)
     if not os.path.isfile(os.path.join(data_dir, "train.csv")):
         raise DataError(f"mini-imagenet: {data_dir} holds none of new_train.csv, train/ or train.csv")
-    train, val = (_csv_samples(os.path.join(data_dir, f"{split}.csv"), images) for split in ("train", "val"))
-    classes = sorted({label for _, label in train})
-    index = {cls: i for i, cls in enumerate(classes)}
-    unknown = sorted({label for _, label in val} - set(index))
-    if unknown:
-        raise DataError(f"mini-imagenet: val.csv has classes that train.csv lacks ({unknown[:3]}...); "
-                        "use a split whose train and val share their classes")
-    return ([(p, index[c]) for p, c in train], [(p, index[c]) for p, c in val], len(classes))
+    train = _csv_samples(os.path.join(data_dir, "train.csv"), images)
+    index = {cls: i for i, cls in enumerate(sorted({label for _, label in train}))}
+    val = _csv_samples(os.path.join(data_dir, "val.csv"), images, index, lambda unknown: (
+        f"mini-imagenet: val.csv has classes that train.csv lacks ({unknown[:3]}...); "
+        "use a split whose train and val share their classes"))
+    return [(p, index[c]) for p, c in train], val, len(index)
 
 
 def cub200_split(data_dir):
@@ -347,18 +340,16 @@ def cub200_split(data_dir):
 def file_dataset(name, data_dir):
     if not data_dir or not os.path.isdir(data_dir):
         raise DataError(f"--data-dir {data_dir!r} does not exist; {name} must be on disk (see README: Data sets)")
-    split = {"mini-imagenet": mini_imagenet_split, "cub200": cub200_split}.get(name, class_folder_split)
-    return split(data_dir)
+    return {"mini-imagenet": mini_imagenet_split, "cub200": cub200_split}.get(name, class_folder_split)(data_dir)
 
 
 # ---------------------------------------------------------------- loaders
 class TensorLoader:
     """A whole data set as uint8 NCHW on `device`, augmented per batch with tensor ops: a random crop of the image
     padded by `pad` pixels (zeros, or a reflection with `reflect`), a flip with `flip`, fastai's recipe with `fastai`.
-    The order and each image's augmentation are functions of (seed, epoch) and of the image's index alone: not of
-    the rank, the world size or the batch size. So a resumed run and a run on another number of processes see the
-    same images, and a teacher's outputs on them can be computed once (cache_teacher.py). Every rank draws the
-    same permutation and takes its own slice of it; `with_index` adds each image's index to the batches."""
+    The order and each image's augmentation are functions of (seed, epoch) and of the image's index alone, not of the
+    rank, world size or batch size: a resumed run and a run on another number of processes see the same images, and
+    a teacher's outputs on them can be computed once (cache_teacher.py). `with_index` adds each image's index."""
 
     DRAWS = 18  # uniform numbers per image and epoch: 2 crop shifts, 1 flip, 15 for fastai's recipe
 
@@ -456,7 +447,10 @@ class FileListDataset(torch.utils.data.Dataset):
         path, label = self.samples[i]
         try:
             with Image.open(path) as image:
-                image = _to_rgb(image)
+                if image.mode.startswith("I"):  # 16-bit grey: scaled by 1/257 as DALI's decoder does (PIL clips it)
+                    image = Image.fromarray((np.asarray(image, dtype=np.float64) / 257).round().clip(0, 255)
+                                            .astype(np.uint8))
+                image = image.convert("RGB")
         except (OSError, ValueError) as err:
             raise DataError(f"cannot read image {path}: {err}") from None
         if epoch is None:
@@ -473,13 +467,6 @@ class EpochSampler(torch.utils.data.DistributedSampler):
 
     def __iter__(self):
         return ((self.epoch, i) for i in super().__iter__())
-
-
-def _to_rgb(image):
-    """8-bit RGB; 16-bit grey scaled by 1/257, as DALI's decoder does (PIL's convert would clip it to white)."""
-    if image.mode.startswith("I"):
-        image = Image.fromarray((np.asarray(image, dtype=np.float64) / 257).round().clip(0, 255).astype(np.uint8))
-    return image.convert("RGB")
 
 
 def torchvision_transform(train, image_size, val_resize, mean, std, recipe="standard"):
@@ -500,23 +487,22 @@ def torchvision_transform(train, image_size, val_resize, mean, std, recipe="stan
 
 
 class TorchLoader:
-    """torchvision DataLoader with `--workers` processes; train shards via DistributedSampler,
-    val takes every world_size-th image so that no image is counted twice."""
+    """torchvision DataLoader, `--workers` processes; train sharded by DistributedSampler, val every world_size-th
+    image so that no image is counted twice."""
 
     def __init__(self, samples, batch_size, device, train, image_size, val_resize, mean, std, workers, rank, world_size,
                  seed, recipe="standard", with_index=False):
-        dataset = FileListDataset(samples, torchvision_transform(train, image_size, val_resize, mean, std, recipe), seed,
-                                  with_index)
+        transform = torchvision_transform(train, image_size, val_resize, mean, std, recipe)
+        dataset = FileListDataset(samples, transform, seed, with_index)
         self.device, self.sampler = device, None
         self.sample_labels = torch.tensor([label for _, label in samples], dtype=torch.int64)
         if train:
-            self.sampler = EpochSampler(
-                dataset, world_size, rank, shuffle=True, seed=seed, drop_last=True)
+            self.sampler = EpochSampler(dataset, world_size, rank, shuffle=True, seed=seed, drop_last=True)
         else:
             dataset = torch.utils.data.Subset(dataset, range(rank, len(samples), world_size))
-        self.loader = torch.utils.data.DataLoader(
-            dataset, batch_size, sampler=self.sampler, num_workers=workers, drop_last=train,
-            pin_memory=device.type == "cuda", persistent_workers=workers > 0)
+        self.loader = torch.utils.data.DataLoader(dataset, batch_size, sampler=self.sampler, num_workers=workers,
+                                                  drop_last=train, pin_memory=device.type == "cuda",
+                                                  persistent_workers=workers > 0)
 
     def set_epoch(self, epoch):
         if self.sampler is not None:
@@ -536,8 +522,7 @@ class TorchLoader:
 
 
 class DaliLoader:
-    """NVIDIA DALI: `readers.file` sharded by rank, `decoders.image` on "mixed" (GPU) or "cpu", the
-    `recipe`'s augmentation (train) or resize + centre crop (val), normalise to float CHW."""
+    """NVIDIA DALI: files sharded by rank, decoded on "mixed" (GPU) or "cpu", the `recipe` (train) or val's crop."""
 
     def __init__(self, samples, batch_size, device, train, image_size, val_resize, mean, std,
                  workers, rank, world_size, seed, recipe="standard", with_index=False):
@@ -556,9 +541,8 @@ class DaliLoader:
             # with_index: the reader's "label" is the sample's index, mapped to its class after the pipeline
             jpegs, labels = fn.readers.file(
                 files=self.files, labels=list(range(len(samples))) if with_index else self.sample_labels.tolist(),
-                shuffle_after_epoch=train,
-                shuffle_after_epoch_seed=shuffle_seed, shard_id=rank, num_shards=world_size, pad_last_batch=True,
-                name="Reader")
+                shuffle_after_epoch=train, shuffle_after_epoch_seed=shuffle_seed, shard_id=rank, num_shards=world_size,
+                pad_last_batch=True, name="Reader")
             images = fn.decoders.image(jpegs, device="mixed" if on_gpu else "cpu", output_type=types.RGB)
             mirror = False
             if not train:
@@ -584,9 +568,9 @@ class DaliLoader:
                             seed=((seed * 1000 + rank) * 10_007 + epoch) % 2**31,
                             device_id=(device.index or 0) if on_gpu else None, prefetch_queue_depth=2)
             pipe.build()
-            return DALIGenericIterator(
-                pipe, ["images", "labels"], reader_name="Reader", auto_reset=True, prepare_first_batch=False,
-                last_batch_policy=LastBatchPolicy.DROP if train else LastBatchPolicy.PARTIAL)
+            return DALIGenericIterator(pipe, ["images", "labels"], reader_name="Reader", auto_reset=True,
+                                       prepare_first_batch=False,
+                                       last_batch_policy=LastBatchPolicy.DROP if train else LastBatchPolicy.PARTIAL)
         self.build, self.epoch, self.train = build, 0, train
         self.iterator = build(0)
 
@@ -646,10 +630,9 @@ def check_model_fits(args):
 
 
 def build_loaders(args, device, rank=0, world_size=1, with_index=False):
-    """Returns (train_loader, val_loader, num_classes, image_shape) for `args.dataset`, augmented as
-    `args.augment` says; under `args.eval_on == "heldout"` the val loader reads the training images
-    that `args.train_fraction` leaves out, with the val transform. Order and augmentation follow
-    `args.data_seed` (default: `args.seed`). `with_index`: the train loader yields (images, labels, indices),
+    """(train_loader, val_loader, num_classes, image_shape) for `args.dataset` and `args.augment`; `args.eval_on ==
+    "heldout"` validates, with the val transform, on the training images that `args.train_fraction` leaves out.
+    Order and augmentation follow `data_seed(args)`. `with_index`: the train loader yields (images, labels, indices),
     each image's index into the training set, whose classes it holds in `sample_labels`."""
     name = args.dataset
     if name not in DATASETS:
