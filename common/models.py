@@ -250,12 +250,10 @@ def create_model(name, num_classes, pretrained=False, zero_init_residual=False):
         raise UserError(f"unknown model '{name}'; choose one of: {', '.join(MODEL_NAMES)}")
     if not pretrained:
         return build(num_classes=num_classes, **({"zero_init_residual": True} if zero_init_residual else {}))
-    if name in CIFAR_MODELS:
-        raise UserError(f"{name} is a CIFAR network: there are no ImageNet weights for it")
+    if name not in PRETRAINED:  # the CIFAR networks and seed 004's archived students
+        raise UserError(f"no ImageNet weights exist for {name}; train it from scratch")
     if zero_init_residual:
         raise UserError("--zero-init-residual is an initialisation: it cannot go with --pretrained weights")
-    if name not in PRETRAINED:
-        raise UserError("no ImageNet weights exist for this stage-wise study model; train it from scratch")
     source = PRETRAINED[name]
     model = build() if source == name else build(num_classes=num_classes)  # torchvision's: ImageNet's 1000 classes
     import torchvision
