@@ -1,4 +1,5 @@
-"""Distributed, precision, optimisation, checkpoint and run-directory plumbing shared by the scripts."""
+"""Distributed, precision, optimisation, evaluation, checkpoint, flag and run-directory plumbing of the scripts."""
+import collections
 import contextlib
 import ctypes
 import functools
@@ -9,7 +10,6 @@ import os
 import random
 import sys
 import time
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -18,8 +18,9 @@ import torch.nn.functional as F
 
 from common import UserError
 
+Dist = collections.namedtuple("Dist", "rank local_rank world_size device is_master")
 
-# ---------------------------------------------------------------- errors
+
 def user_errors(main):
     """Turn a UserError into one line on stderr and exit code 2, instead of a traceback."""
     @functools.wraps(main)
@@ -32,22 +33,8 @@ def user_errors(main):
     return wrapper
 
 
-# ---------------------------------------------------------------- distributed
-@dataclass
-class Dist:
-    rank: int
-    local_rank: int
-    world_size: int
-    device: torch.device
-
-    @property
-    def is_master(self):
-        return self.rank == 0
-
-
 def setup_distributed(device_arg, batch_size, threads=0):
-    """Reads torchrun's RANK / LOCAL_RANK / WORLD_SIZE; NCCL on GPU, gloo on CPU. Sets the CPU threads
-    of this process (`--threads`, see `free_cpu_threads`)."""
+    """torchrun's RANK / LOCAL_RANK / WORLD_SIZE; NCCL on GPU, gloo on CPU; `--threads` (0: `free_cpu_threads`)."""
     rank, local_rank = int(os.environ.get("RANK", 0)), int(os.environ.get("LOCAL_RANK", 0))
     world_size = int(os.environ.get("WORLD_SIZE", 1))
     if batch_size % world_size:
@@ -61,20 +48,19 @@ def setup_distributed(device_arg, batch_size, threads=0):
     device = torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
     # on CPU, denormal floats (e.g. from zero-initialised BatchNorm weights) can make steps 40x slower
     torch.set_flush_denormal(True)
-    if not use_cuda:
-        keep_freed_memory()
     if use_cuda:
         torch.cuda.set_device(device)
+    else:
+        keep_freed_memory()
     if world_size > 1:
         torch_dist.init_process_group("nccl" if use_cuda else "gloo", device_id=device if use_cuda else None)
-    return Dist(rank, local_rank, world_size, device)
+    return Dist(rank, local_rank, world_size, device, rank == 0)
 
 
 def free_cpu_threads(world_size=1, interval=0.25):
-    """OMP_NUM_THREADS when set (torchrun sets 1); else the CPUs of this process that were idle over
-    the last `interval` seconds (/proc/stat; the 1-minute load average elsewhere), shared among the
-    ranks. On a shared 2-core machine, 2 threads beside another job ran a step 21-42x slower than 1:
-    OpenMP threads that wait for a busy core spin."""
+    """OMP_NUM_THREADS when set (torchrun sets 1); else the CPUs of this process that were idle over the last
+    `interval` seconds (/proc/stat; the 1-minute load average elsewhere), shared among the ranks. On a shared 2-core
+    machine, 2 threads beside another job ran a step 21-42x slower than 1: OpenMP threads waiting for a core spin."""
     if os.environ.get("OMP_NUM_THREADS"):
         return torch.get_num_threads()
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
@@ -93,10 +79,9 @@ def free_cpu_threads(world_size=1, interval=0.25):
 
 
 def keep_freed_memory():
-    """glibc hands every freed tensor of a few MB back to the OS (munmap, heap trimming) and
-    page-faults it in again at the next allocation: a third of the time of a ResNet forward pass on
-    CPU and 5-15% of a training step on this project's machine (docs/performance.md). Serve all
-    allocations from the heap and never trim it."""
+    """glibc hands every freed tensor of a few MB back to the OS (munmap, heap trimming) and page-faults it in
+    again at the next allocation: a third of a ResNet forward pass on CPU, 5-15% of a training step on this
+    project's machine (docs/performance.md). Serve all allocations from the heap and never trim it."""
     try:
         libc = ctypes.CDLL("libc.so.6")
     except OSError:  # not glibc (macOS, musl): nothing to tune
@@ -123,7 +108,6 @@ def seed_everything(seed, rank):
     torch.manual_seed(seed + rank)
 
 
-# ---------------------------------------------------------------- precision
 def autocast_context(amp, device):
     """Chosen once, so the training loop has no precision branches."""
     if amp == "none":
@@ -135,7 +119,6 @@ def grad_scaler(amp, device):
     return torch.amp.GradScaler(device.type, enabled=amp == "fp16")
 
 
-# ---------------------------------------------------------------- optimisation
 def build_optimizer(args, params):
     if args.optimizer == "sgd":
         return torch.optim.SGD(params, lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay,
@@ -162,7 +145,6 @@ def build_scheduler(args, optimizer, steps_per_epoch, epochs=None):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-# ---------------------------------------------------------------- evaluation and speed
 @torch.no_grad()
 def evaluate(model, loader, autocast, device, memory_format=torch.contiguous_format):
     """Top-1 / top-5 (percent) and mean CE over the whole val split, summed across ranks."""
@@ -174,80 +156,15 @@ def evaluate(model, loader, autocast, device, memory_format=torch.contiguous_for
             logits = model(images.contiguous(memory_format=memory_format))
         logits = (logits[0] if isinstance(logits, tuple) else logits).float()
         hits = logits.topk(min(5, logits.shape[1]), dim=1).indices == labels[:, None]
-        totals += torch.stack([hits[:, 0].sum(), hits.any(1).sum(),
-                               F.cross_entropy(logits, labels, reduction="sum"), torch.full((), len(labels), device=device)])
+        totals += torch.stack([hits[:, 0].sum(), hits.any(1).sum(), F.cross_entropy(logits, labels, reduction="sum"),
+                               torch.full((), len(labels), device=device)])
     top1, top5, loss, count = all_reduce_sum(totals).tolist()
     model.train(was_training)
     return {"top1": 100 * top1 / count, "top5": 100 * top5 / count, "loss": loss / count}
 
 
-class Throughput:
-    """Training images/s: time between `start()` and `stop()` of each epoch, without the run's
-    first steps (compilation, cuDNN autotuning, DALI start-up): 5, or a quarter of a short run.
-    `timed(loader)` also measures how long the host waits for each batch: the data-wait fraction."""
-
-    def __init__(self, device, planned_steps=20):
-        self.device, self.warmup, self.steps = device, min(5, max(1, planned_steps // 4)), 0
-        self.images, self.seconds, self.wait = 0, 0.0, 0.0
-        self.epoch_images, self.epoch_seconds, self.epoch_wait = 0, 0.0, 0.0
-
-    def _sync(self):
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-
-    def start(self):
-        self.t0, self.epoch_images, self.epoch_wait = time.perf_counter(), 0, 0.0
-
-    def timed(self, loader):
-        """Yields `loader`'s batches, adding the time spent waiting for each to the epoch's data wait."""
-        batches = iter(loader)
-        while True:
-            waited = time.perf_counter()
-            try:
-                batch = next(batches)
-            except StopIteration:
-                return
-            self.epoch_wait += time.perf_counter() - waited
-            yield batch
-
-    def step(self, batch_images):
-        self.steps += 1
-        if self.steps == self.warmup:  # one host sync in the whole run
-            self._sync()
-            self.t0, self.epoch_wait = time.perf_counter(), 0.0
-        elif self.steps > self.warmup:
-            self.epoch_images += batch_images
-
-    def stop(self):
-        self._sync()
-        timed = self.steps > self.warmup
-        self.epoch_seconds = time.perf_counter() - self.t0 if timed else 0.0
-        self.epoch_wait = self.epoch_wait if timed else 0.0
-        self.images += self.epoch_images
-        self.seconds += self.epoch_seconds
-        self.wait += self.epoch_wait
-
-    @property
-    def epoch_rate(self):
-        return self.epoch_images / self.epoch_seconds if self.epoch_seconds else 0.0
-
-    @property
-    def rate(self):
-        return self.images / self.seconds if self.seconds else 0.0
-
-    @property
-    def epoch_wait_fraction(self):
-        """Share of the epoch's wall time the host spent waiting for the loader."""
-        return self.epoch_wait / self.epoch_seconds if self.epoch_seconds else 0.0
-
-    @property
-    def wait_fraction(self):
-        return self.wait / self.seconds if self.seconds else 0.0
-
-
 def evaluate_checkpoint(checkpoint, num_classes, val_loader, args, device):
-    """`--evaluate`: the network the checkpoint holds (its own architecture, whatever --model says) on
-    the validation split, in the run's precision and memory format; no teacher is needed."""
+    """`--evaluate`: the checkpoint's own network (whatever --model says) in the run's precision and memory format."""
     from common.models import create_model
     if checkpoint["num_classes"] != num_classes:
         raise UserError(f"the checkpoint holds {checkpoint['model_name']} with {checkpoint['num_classes']} classes "
@@ -259,7 +176,50 @@ def evaluate_checkpoint(checkpoint, num_classes, val_loader, args, device):
     return evaluate(model, val_loader, autocast_context(args.amp, device), device, memory_format)
 
 
-# ---------------------------------------------------------------- checkpoints
+class Throughput:
+    """Set by `stop()`: training images/s of the epoch and of the run so far (`epoch_rate`, `rate`) and the share of
+    that time spent waiting for `timed(loader)`'s batches (`epoch_wait_fraction`, `wait_fraction`). The run's first
+    steps are left out (compilation, cuDNN autotuning, DALI start-up): 5, or a quarter of a short run."""
+
+    def __init__(self, device, planned_steps=20):
+        self.device, self.warmup, self.steps = device, min(5, max(1, planned_steps // 4)), 0
+        self.images, self.seconds, self.wait = 0, 0.0, 0.0  # over the run's timed epochs
+        self.epoch_rate = self.epoch_wait_fraction = self.rate = self.wait_fraction = 0.0
+
+    def start(self):
+        self.t0, self.epoch_images, self.epoch_wait = time.perf_counter(), 0, 0.0
+
+    def timed(self, loader):
+        """Yields `loader`'s batches, adding the time spent waiting for each to the epoch's data wait."""
+        batches = iter(loader)
+        waited = time.perf_counter()
+        for batch in batches:
+            self.epoch_wait += time.perf_counter() - waited
+            yield batch
+            waited = time.perf_counter()
+
+    def step(self, batch_images):
+        self.steps += 1
+        if self.steps == self.warmup:  # one host sync in the whole run
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            self.t0, self.epoch_wait = time.perf_counter(), 0.0
+        elif self.steps > self.warmup:
+            self.epoch_images += batch_images
+
+    def stop(self):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        seconds, wait = (time.perf_counter() - self.t0, self.epoch_wait) if self.steps > self.warmup else (0.0, 0.0)
+        self.images += self.epoch_images
+        self.seconds += seconds
+        self.wait += wait
+        self.epoch_rate = self.epoch_images / seconds if seconds else 0.0
+        self.epoch_wait_fraction = wait / seconds if seconds else 0.0
+        self.rate = self.images / self.seconds if self.seconds else 0.0
+        self.wait_fraction = self.wait / self.seconds if self.seconds else 0.0
+
+
 def rng_state():
     state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
@@ -267,35 +227,23 @@ def rng_state():
     return state
 
 
-def set_rng_state(state):
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def save_checkpoint(path, state):
-    """Write to a temporary file, then rename: a crash never leaves a half-written checkpoint. The
-    temporaries that a killed run or a full disk left behind are removed first."""
-    for stale in glob.glob(glob.escape(path) + ".tmp*"):
-        os.remove(stale)
-    tmp = f"{path}.tmp{os.getpid()}"
-    try:
-        torch.save(state, tmp)
-    except (OSError, RuntimeError) as err:  # a full disk surfaces as either
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise UserError(f"could not write {path} ({err}); free disk space and continue with --resume auto") from None
-    os.replace(tmp, path)
-
-
 def save_epoch(run_dir, state, is_best):
-    """best.pt before last.pt: a run killed between the two writes resumes from the older last.pt,
-    and trains the epoch again, so the pair never disagrees."""
-    if is_best:
-        save_checkpoint(os.path.join(run_dir, "best.pt"), state)
-    save_checkpoint(os.path.join(run_dir, "last.pt"), state)
+    """best.pt before last.pt: a run killed between the two writes resumes from the older last.pt, and trains the
+    epoch again, so the pair never disagrees. Each is written to a temporary file, then renamed: a crash never leaves
+    a half-written checkpoint. The temporaries that a killed run or a full disk left behind are removed first."""
+    for name in ("best.pt", "last.pt") if is_best else ("last.pt",):
+        path = os.path.join(run_dir, name)
+        for stale in glob.glob(glob.escape(path) + ".tmp*"):
+            os.remove(stale)
+        tmp = f"{path}.tmp{os.getpid()}"
+        try:
+            torch.save(state, tmp)
+        except (OSError, RuntimeError) as err:  # a full disk surfaces as either
+            if os.path.exists(tmp):
+                os.remove(tmp)
+            raise UserError(f"could not write {path} ({err}); free disk space and continue with "
+                            "--resume auto") from None
+        os.replace(tmp, path)
 
 
 def load_checkpoint(path):
@@ -311,10 +259,8 @@ def load_checkpoint(path):
 
 
 def init_from(model, model_name, path):
-    """Start `model` from the weights of checkpoint `path` (`--init-from`): every tensor whose name and
-    shape match is copied; the rest (a classifier for another class count) keeps its fresh
-    initialisation. Seed 000 starts its CUB-200 teachers this way from its own ImageNet teachers.
-    Returns the names of the tensors left fresh."""
+    """`--init-from`: copies every tensor of checkpoint `path` whose name and shape match into `model`; the rest (a
+    classifier for another class count) stays freshly initialised, and its names are returned."""
     checkpoint = load_checkpoint(path)
     if checkpoint["model_name"] != model_name:
         raise UserError(f"--init-from {path} holds {checkpoint['model_name']}, not --model {model_name}")
@@ -329,32 +275,25 @@ def init_from(model, model_name, path):
 
 # flags that change how fast a run goes or where it writes, not what it trains: a resume may change them
 MAY_CHANGE_ON_RESUME = {"resume", "evaluate", "teacher_cache", "epochs", "max_steps", "workers", "threads",
-                        "log_interval", "device", "compile", "channels_last", "loader", "out_dir", "data_dir", "download",
-                        "exp_name"}
-
-
-def changed_settings(saved, args):
-    """{flag: (saved, now)} of the flags that differ, leaving out those a resume may change."""
-    now = vars(args)
-    return {key: (saved.get(key), now.get(key)) for key in sorted(set(saved) | set(now))
-            if key not in MAY_CHANGE_ON_RESUME and saved.get(key) != now.get(key)}
+                        "log_interval", "device", "compile", "channels_last", "loader", "out_dir", "data_dir",
+                        "download", "exp_name"}
 
 
 def resume_mismatch(checkpoint, args, method):
     """Why `checkpoint` is not a run that this command may continue, or None."""
     if checkpoint.get("method") != method or "trainable" not in checkpoint:
         return f"it is not a {method} run of this version (method: {checkpoint.get('method', 'unknown')})"
-    changed = changed_settings(checkpoint["args"], args)
-    if changed:
-        return "it ran with other settings: " + ", ".join(
-            f"--{key.replace('_', '-')} {old} (now {new})" for key, (old, new) in changed.items())
-    return None
+    saved, now = checkpoint["args"], vars(args)
+    changed = [f"--{key.replace('_', '-')} {saved.get(key)} (now {now.get(key)})"
+               for key in sorted(set(saved) | set(now))
+               if key not in MAY_CHANGE_ON_RESUME and saved.get(key) != now.get(key)]
+    return "it ran with other settings: " + ", ".join(changed) if changed else None
 
 
 def find_resume(args, method):
-    """(path, checkpoint) for `--resume`, or (None, None) for a fresh run. `auto`: the newest last.pt
-    under the experiment name of a `method` run with the same settings (see MAY_CHANGE_ON_RESUME);
-    a path must be such a run's last.pt. `--evaluate` takes any checkpoint."""
+    """(path, checkpoint) for `--resume`, or (None, None) for a fresh run. `auto`: the newest last.pt under the
+    experiment name of a `method` run with the same settings (see MAY_CHANGE_ON_RESUME); a path must be such a run's
+    last.pt. `--evaluate` takes any checkpoint."""
     if not args.resume:
         return None, None
     if args.resume == "auto":
@@ -365,39 +304,38 @@ def find_resume(args, method):
                 return path, checkpoint
         return None, None
     checkpoint = load_checkpoint(args.resume)
-    if args.evaluate:
-        return args.resume, checkpoint
-    if os.path.basename(args.resume) != "last.pt":  # continuing best.pt in its folder would drop the later epochs
-        raise UserError(f"--resume {args.resume}: continue a run from its last.pt; to start a new run from these "
-                        "weights, use --init-from")
-    mismatch = resume_mismatch(checkpoint, args, method)
-    if mismatch:
-        raise UserError(f"--resume {args.resume}: {mismatch}; start a new run instead (leave out --resume)")
+    if not args.evaluate:
+        if os.path.basename(args.resume) != "last.pt":  # continuing best.pt in its folder would drop the later epochs
+            raise UserError(f"--resume {args.resume}: continue a run from its last.pt; to start a new run from these "
+                            "weights, use --init-from")
+        mismatch = resume_mismatch(checkpoint, args, method)
+        if mismatch:
+            raise UserError(f"--resume {args.resume}: {mismatch}; start a new run instead (leave out --resume)")
     return args.resume, checkpoint
 
 
 def restore_training(checkpoint, trainable, optimizer, scheduler, scaler, rank, seed):
-    """Loads a resumed run's trainable module, optimizer, schedule, scaler and RNG; returns its
-    (epoch, step, best_top1, best_epoch, wall_time_s)."""
-    trainable.load_state_dict(checkpoint["trainable"])
-    optimizer.load_state_dict(checkpoint["optimizer"])
-    scheduler.load_state_dict(checkpoint["scheduler"])
-    scaler.load_state_dict(checkpoint["scaler"])
+    """Loads a resumed run's state and RNG; returns (epoch, step, best_top1, best_epoch, wall_time_s)."""
+    for part, key in ((trainable, "trainable"), (optimizer, "optimizer"), (scheduler, "scheduler"), (scaler, "scaler")):
+        part.load_state_dict(checkpoint[key])
     if rank == 0:  # only the master's RNG state is saved; other ranks re-seed per epoch
-        set_rng_state(checkpoint["rng"])
+        rng = checkpoint["rng"]
+        random.setstate(rng["python"])
+        np.random.set_state(rng["numpy"])
+        torch.set_rng_state(rng["torch"])
+        if "cuda" in rng and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
     else:
         seed_everything(seed + 1000 * checkpoint["epoch"], rank)
     return tuple(checkpoint[key] for key in ("epoch", "step", "best_top1", "best_epoch", "wall_time_s"))
 
 
-# ---------------------------------------------------------------- flags
 def check_flags(args, positive=(), non_negative=(), below_one=()):
-    """Every numeric flag in its range, or one line naming it. The shared flags are always checked;
-    a script names its method's flags."""
+    """Every numeric flag in its range, or one line naming it; a script names its method's flags."""
     rules = [(("epochs", "batch_size", "gamma", "lr_step", "log_interval", "image_size", "val_resize",
                "num_classes", *positive), lambda v: v > 0, "must be above 0"),
-             (("lr", "weight_decay", "warmup_epochs", "max_steps", "workers", "threads", *non_negative), lambda v: v >= 0,
-              "must be 0 or more"),
+             (("lr", "weight_decay", "warmup_epochs", "max_steps", "workers", "threads", *non_negative),
+              lambda v: v >= 0, "must be 0 or more"),
              (("momentum", "label_smoothing", *below_one), lambda v: 0 <= v < 1, "must be in [0, 1)"),
              (("train_fraction",), lambda v: 0 < v <= 1, "must be in (0, 1]")]
     for names, ok, rule in rules:
@@ -407,16 +345,11 @@ def check_flags(args, positive=(), non_negative=(), below_one=()):
                 raise UserError(f"--{name.replace('_', '-')} {value} {rule}")
     if any(m < 0 for m in getattr(args, "milestones", None) or []):
         raise UserError(f"--milestones {args.milestones}: epochs must be 0 or more")
-    out_dir = os.path.abspath(args.out_dir)
-    existing = next(p for p in (out_dir, *_parents(out_dir)) if os.path.exists(p))
+    existing = os.path.abspath(args.out_dir)
+    while not os.path.exists(existing):  # the nearest folder that exists; "/" always does
+        existing = os.path.dirname(existing)
     if not os.path.isdir(existing) or not os.access(existing, os.W_OK | os.X_OK):
         raise UserError(f"--out-dir {args.out_dir}: {existing} is not a folder this user can write to")
-
-
-def _parents(path):
-    while os.path.dirname(path) != path:
-        path = os.path.dirname(path)
-        yield path
 
 
 def check_finite(losses, step):
@@ -427,10 +360,15 @@ def check_finite(losses, step):
                         "last finite epoch; lower --lr or check the method's flags")
 
 
-# ---------------------------------------------------------------- run directory
+def _epoch_of(line):
+    try:
+        return json.loads(line)["epoch"]
+    except (ValueError, KeyError, TypeError):
+        return math.inf
+
+
 class RunLog:
-    """`<out_dir>/<run_name>/`: args.json, metrics.jsonl, results.json and TensorBoard events.
-    Only the master process writes; on other ranks every method is a no-op."""
+    """args.json, metrics.jsonl, results.json and TensorBoard events of a run; a no-op on all ranks but the master."""
 
     def __init__(self, run_dir, args, enabled, checkpoint=None):
         self.run_dir, self.enabled, self.writer = run_dir, enabled, None
@@ -438,26 +376,28 @@ class RunLog:
             return
         from torch.utils.tensorboard import SummaryWriter
         os.makedirs(run_dir, exist_ok=True)
-        metrics = os.path.join(run_dir, "metrics.jsonl")
+        kept = []
         if checkpoint is None:
-            with open(os.path.join(run_dir, "args.json"), "w") as f:
-                json.dump(vars(args), f, indent=2)
-            open(metrics, "w").close()
+            self._write("args.json", "w", json.dumps(vars(args), indent=2))
         else:  # args.json stays as the run began; what this resume changed goes to resumes.jsonl
-            with open(os.path.join(run_dir, "resumes.jsonl"), "a") as f:
-                f.write(json.dumps({"from_epoch": checkpoint["epoch"], "time": time.strftime("%Y-%m-%d %H:%M:%S"),
-                                    "changed": {k: [v, getattr(args, k, None)] for k, v in checkpoint["args"].items()
-                                                if v != getattr(args, k, None)}}) + "\n")
-            kept = []
+            changed = {key: [old, getattr(args, key, None)] for key, old in checkpoint["args"].items()
+                       if old != getattr(args, key, None)}
+            record = {"from_epoch": checkpoint["epoch"], "time": time.strftime("%Y-%m-%d %H:%M:%S"), "changed": changed}
+            self._write("resumes.jsonl", "a", json.dumps(record) + "\n")
+            metrics = os.path.join(run_dir, "metrics.jsonl")
             if os.path.exists(metrics):  # drop the epochs after the checkpoint, and a line a kill cut short
                 with open(metrics) as f:
                     kept = [line for line in f if _epoch_of(line) <= checkpoint["epoch"]]
-            with open(metrics, "w") as f:
-                f.writelines(kept)
+        self._write("metrics.jsonl", "w", "".join(kept))
         # every scalar is logged against the global step; a resume drops the points after its checkpoint's step
         self.writer = SummaryWriter(run_dir, purge_step=checkpoint["step"] + 1 if checkpoint else None)
         self.writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(
             f"|{key}|{value}|" for key, value in sorted(vars(args).items())))
+
+    def _write(self, name, mode, text):
+        if self.enabled:
+            with open(os.path.join(self.run_dir, name), mode) as f:
+                f.write(text)
 
     def scalars(self, step, values):
         if self.enabled:
@@ -465,25 +405,14 @@ class RunLog:
                 self.writer.add_scalar(key, value, step)
 
     def epoch(self, record):
-        if self.enabled:
-            with open(os.path.join(self.run_dir, "metrics.jsonl"), "a") as f:
-                f.write(json.dumps(record) + "\n")
+        self._write("metrics.jsonl", "a", json.dumps(record) + "\n")
 
     def results(self, results):
-        if self.enabled:
-            with open(os.path.join(self.run_dir, "results.json"), "w") as f:
-                json.dump(results, f, indent=2)
+        self._write("results.json", "w", json.dumps(results, indent=2))
 
     def close(self):
         if self.writer is not None:
             self.writer.close()
-
-
-def _epoch_of(line):
-    try:
-        return json.loads(line)["epoch"]
-    except (ValueError, KeyError, TypeError):
-        return math.inf
 
 
 def new_run_dir(out_dir, run_name):
@@ -495,8 +424,7 @@ def new_run_dir(out_dir, run_name):
 
 
 def load_teacher(args, num_classes):
-    """The teacher network: from a train_teacher.py checkpoint (`--teacher PATH`), or torchvision's
-    ImageNet weights (`--teacher-model NAME --teacher-pretrained`). Checks it fits the data set."""
+    """(network, name) of the teacher: a train_teacher.py checkpoint, or torchvision's ImageNet weights."""
     from common.models import create_model
     if args.teacher:
         checkpoint = load_checkpoint(args.teacher)
