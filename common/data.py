@@ -263,23 +263,16 @@ def class_folder_split(data_dir):
     return train, val, len(classes)
 
 
-def _csv_samples(path, image_dir, index=None, unknown_error=None):
-    """(image path, label) rows of a CSV file's `filename` and `label` columns; others (pandas' index) are ignored.
-    With `index`, labels are mapped through it and `unknown_error(labels)` is the message for those it lacks."""
+def _csv_samples(path, image_dir):
+    """(image path, label) rows of a CSV file's `filename` and `label` columns; others (pandas' index) are ignored."""
     try:
         with open(path, newline="") as f:
             reader = csv.DictReader(f)
             if not {"filename", "label"} <= set(reader.fieldnames or ()):
                 raise DataError(f"{path} needs 'filename' and 'label' columns; its header is {reader.fieldnames}")
-            samples = [(os.path.join(image_dir, row["filename"]), row["label"]) for row in reader]
+            return [(os.path.join(image_dir, row["filename"]), row["label"]) for row in reader]
     except (OSError, csv.Error) as err:
         raise DataError(f"cannot read {path} ({err})") from None
-    if index is None:
-        return samples
-    unknown = sorted({label for _, label in samples} - set(index))
-    if unknown:
-        raise DataError(unknown_error(unknown))
-    return [(p, index[label]) for p, label in samples]
 
 
 def mini_imagenet_split(data_dir):
@@ -298,19 +291,23 @@ def mini_imagenet_split(data_dir):
 
         def read(name):
             path = os.path.join(data_dir, name)
-            return _csv_samples(path, images, index, lambda unknown: (
-                f"{index_path} has no class index for {', '.join(unknown[:3])} (used in {path})"))
+            samples = _csv_samples(path, images)
+            unknown = sorted({label for _, label in samples} - set(index))
+            if unknown:
+                raise DataError(f"{index_path} has no class index for {', '.join(unknown[:3])} (used in {path})")
+            return [(p, index[label]) for p, label in samples]
         return read("new_train.csv"), read("new_val.csv"), max(index.values()) + 1
     if os.path.isdir(os.path.join(data_dir, "train")):
         return class_folder_split(data_dir)
     if not os.path.isfile(os.path.join(data_dir, "train.csv")):
         raise DataError(f"mini-imagenet: {data_dir} holds none of new_train.csv, train/ or train.csv")
-    train = _csv_samples(os.path.join(data_dir, "train.csv"), images)
+    train, val = (_csv_samples(os.path.join(data_dir, f"{split}.csv"), images) for split in ("train", "val"))
     index = {cls: i for i, cls in enumerate(sorted({label for _, label in train}))}
-    val = _csv_samples(os.path.join(data_dir, "val.csv"), images, index, lambda unknown: (
-        f"mini-imagenet: val.csv has classes that train.csv lacks ({unknown[:3]}...); "
-        "use a split whose train and val share their classes"))
-    return [(p, index[c]) for p, c in train], val, len(index)
+    unknown = sorted({label for _, label in val} - set(index))
+    if unknown:
+        raise DataError(f"mini-imagenet: val.csv has classes that train.csv lacks ({unknown[:3]}...); "
+                        "use a split whose train and val share their classes")
+    return [(p, index[c]) for p, c in train], [(p, index[c]) for p, c in val], len(index)
 
 
 def cub200_split(data_dir):

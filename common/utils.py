@@ -227,6 +227,14 @@ def rng_state():
     return state
 
 
+def set_rng_state(state):
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
 def save_epoch(run_dir, state, is_best):
     """best.pt before last.pt: a run killed between the two writes resumes from the older last.pt, and trains the
     epoch again, so the pair never disagrees. Each is written to a temporary file, then renamed: a crash never leaves
@@ -319,12 +327,7 @@ def restore_training(checkpoint, trainable, optimizer, scheduler, scaler, rank, 
     for part, key in ((trainable, "trainable"), (optimizer, "optimizer"), (scheduler, "scheduler"), (scaler, "scaler")):
         part.load_state_dict(checkpoint[key])
     if rank == 0:  # only the master's RNG state is saved; other ranks re-seed per epoch
-        rng = checkpoint["rng"]
-        random.setstate(rng["python"])
-        np.random.set_state(rng["numpy"])
-        torch.set_rng_state(rng["torch"])
-        if "cuda" in rng and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(rng["cuda"])
+        set_rng_state(checkpoint["rng"])
     else:
         seed_everything(seed + 1000 * checkpoint["epoch"], rank)
     return tuple(checkpoint[key] for key in ("epoch", "step", "best_top1", "best_epoch", "wall_time_s"))
