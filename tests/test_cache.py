@@ -85,6 +85,17 @@ def test_a_cached_run_ends_with_the_weights_of_an_uncached_one(script, flags, ca
     assert cached_results["teacher_top1"] == plain_results["teacher_top1"]  # the writer's evaluation, replayed
 
 
+def test_a_cached_two_process_run_ends_with_the_weights_of_an_uncached_one(cache32, tmp_path):
+    # each rank must look its images up by their index into the whole training set, not by place in its shard
+    teacher, cache = cache32
+    common = [*SHORT, "--epochs", "2", "--teacher", teacher]
+    run_script("kd_st.py", *common, "--out-dir", tmp_path / "plain", nproc=2)
+    run_script("kd_st.py", *common, "--teacher-cache", cache, "--out-dir", tmp_path / "cached", nproc=2)
+    plain, cached = _last_weights(tmp_path / "plain")[0], _last_weights(tmp_path / "cached")[0]
+    for key, value in plain["trainable"].items():
+        assert torch.allclose(value.float(), cached["trainable"][key].float(), atol=1e-5), key
+
+
 def test_a_cached_run_takes_the_teacher_top1_from_the_manifest_only_when_evaluated_alike(cache32, tmp_path):
     teacher, cache = cache32
     manifest = json.loads((cache / "manifest.json").read_text())
