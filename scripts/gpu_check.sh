@@ -27,7 +27,7 @@ if ! "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1
   fi
   device=cpu AMP=none HALF=none  # autocast on this CPU would take the toy run from seconds to minutes
   SMALL=(--steps 2 --warmup 1 --batch-size 8)  # toy sizes: the CPU proves the pipeline, not the speed
-  BIG=(--image-size 64 --teacher resnet18 --model resnet18 --num-classes 10 --batch-size 8)
+  BIG=(--image-size 32 --teacher resnet18 --model resnet18 --num-classes 10 --batch-size 8)
   JPEGS=(--jpegs 16 --jpeg-size 64 --loading-batch-size 8 --workers 2)
   ROWS=(--scripts train_teacher.py kd_st.py "kd_st.py --teacher-cache")
 else
