@@ -64,6 +64,11 @@ def _last_weights(out_dir):
     return torch.load(run_dir / "last.pt", weights_only=False), results
 
 
+def _assert_same_weights(plain, cached):
+    for key, value in plain["trainable"].items():
+        assert torch.allclose(value.float(), cached["trainable"][key].float(), atol=1e-5), key
+
+
 @pytest.fixture(scope="module")
 def cache32(make_teacher, tmp_path_factory):
     teacher = make_teacher("resnet14")
@@ -80,8 +85,7 @@ def test_a_cached_run_ends_with_the_weights_of_an_uncached_one(script, flags, ca
     run_script(script, *common, "--out-dir", tmp_path / "plain")
     run_script(script, *common, "--teacher-cache", cache, "--out-dir", tmp_path / "cached")
     (plain, plain_results), (cached, cached_results) = _last_weights(tmp_path / "plain"), _last_weights(tmp_path / "cached")
-    for key, value in plain["trainable"].items():
-        assert torch.allclose(value.float(), cached["trainable"][key].float(), atol=1e-5), key
+    _assert_same_weights(plain, cached)
     assert cached_results["teacher_top1"] == plain_results["teacher_top1"]  # the writer's evaluation, replayed
 
 
@@ -91,9 +95,7 @@ def test_a_cached_two_process_run_ends_with_the_weights_of_an_uncached_one(cache
     common = [*SHORT, "--epochs", "2", "--teacher", teacher]
     run_script("kd_st.py", *common, "--out-dir", tmp_path / "plain", nproc=2)
     run_script("kd_st.py", *common, "--teacher-cache", cache, "--out-dir", tmp_path / "cached", nproc=2)
-    plain, cached = _last_weights(tmp_path / "plain")[0], _last_weights(tmp_path / "cached")[0]
-    for key, value in plain["trainable"].items():
-        assert torch.allclose(value.float(), cached["trainable"][key].float(), atol=1e-5), key
+    _assert_same_weights(_last_weights(tmp_path / "plain")[0], _last_weights(tmp_path / "cached")[0])
 
 
 def test_a_cached_run_takes_the_teacher_top1_from_the_manifest_only_when_evaluated_alike(cache32, tmp_path):
