@@ -61,6 +61,9 @@ def parse_args(argv=None):
     speed.add_argument("--fold-bn", action=argparse.BooleanOptionalAction, default=None,
                        help="fold BatchNorm into the convolutions (logits move ~1e-7 relative); default: on unless "
                             "--dtype float32, which then holds the loop's logits bit for bit")
+    speed.add_argument("--compile", action="store_true",
+                       help="torch.compile the teacher for inference, its weights frozen into the graph: resnet56 "
+                            "on CPU 1.13x the images/s after 6-18 s of compiling, a gain past ~70,000 images")
     speed.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True, help="NHWC")
     speed.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="device")
     speed.add_argument("--threads", type=int, default=0,
@@ -126,6 +129,9 @@ def main(args):
         args.fold_bn = args.dtype != "float32"
     forward = fold_batchnorm(teacher) if args.fold_bn else teacher
     args.fold_bn = forward is not teacher  # the manifest says what was done: FX may fail to trace a network
+    if args.compile:
+        forward = torch.compile(forward, dynamic=False, options={"freezing": True})
+    per_rank = args.batch_size // dist.world_size or 1
     autocast = autocast_context(args.amp, device)
     key = cache_key(args, train_loader, num_classes)
     num_samples = len(train_loader.sample_labels)
@@ -139,10 +145,12 @@ def main(args):
     mine = torch.arange(dist.rank, num_samples, dist.world_size)
     for epoch in range(args.epochs):
         train_loader.set_epoch(epoch)
-        for index in mine.split(args.batch_size // dist.world_size or 1):
+        for index in mine.split(per_rank):
             images = train_loader.augmented(index.to(device)).contiguous(memory_format=memory_format)
+            if args.compile and len(index) < per_rank:  # padded to the compiled shape; the padding's rows dropped
+                images = torch.cat([images, images[:1].expand(per_rank - len(index), *images.shape[1:])])
             with torch.no_grad(), autocast:
-                logits = forward(images).float()
+                logits = forward(images)[:len(index)].float()
             if not torch.isfinite(logits).all():
                 raise UserError(f"the teacher gave non-finite logits in epoch {epoch + 1}; try --amp none")
             if args.dtype == "float16" and logits.abs().max() > 65504:
@@ -162,7 +170,8 @@ def main(args):
         wall = time.time() - started
         size = sum(os.path.getsize(os.path.join(args.out, f)) for f in os.listdir(args.out))
         manifest = {**key, "epochs": args.epochs, "dtype": args.dtype, "topk": args.topk, "amp": args.amp,
-                    "eval_on": args.eval_on, "fold_bn": args.fold_bn, "teacher_model": teacher_name,
+                    "eval_on": args.eval_on, "fold_bn": args.fold_bn, "compile": args.compile,
+                    "teacher_model": teacher_name,
                     "teacher_path": args.teacher, "teacher_top1": teacher_top1,
                     "num_samples": num_samples, "bytes": size, "bytes_per_epoch": size // args.epochs,
                     "world_size": dist.world_size, "wall_time_s": round(wall, 2),

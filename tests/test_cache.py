@@ -129,6 +129,16 @@ def test_two_processes_write_the_same_cache_as_one(cache32, tmp_path):
     np.testing.assert_allclose(np.load(tmp_path / "two" / "logits.npy"), np.load(cache / "logits.npy"), atol=1e-5)
 
 
+def test_a_compiled_writer_writes_the_same_cache(cache32, tmp_path):
+    # 1437 images in batches of 256: the last 157 are padded to the compiled shape, and only their own rows kept
+    teacher, cache = cache32
+    run_script("cache_teacher.py", "--teacher", teacher, "--epochs", "1", "--dtype", "float32", "--compile",
+               "--threads", "1", "--out", tmp_path / "compiled")
+    assert json.loads((tmp_path / "compiled" / "manifest.json").read_text())["compile"] is True
+    np.testing.assert_allclose(np.load(tmp_path / "compiled" / "logits.npy")[0], np.load(cache / "logits.npy")[0],
+                               atol=1e-5)
+
+
 def test_float16_and_topk_caches_replay_close_to_the_teacher(cache32, tmp_path):
     teacher, cache = cache32
     for flags in (["--dtype", "float16"], ["--topk", "3"]):
