@@ -7,15 +7,18 @@
 #   bash scripts/cache_grid.sh                          # digits: resnet56 -> resnet20, 30 epochs
 #   DATASET=fake EPOCHS=5 bash scripts/cache_grid.sh    # fake 32x32 images, random-weight resnet56 teacher
 #   DATASET=fake EPOCHS=5 TEACHER_MODEL=resnet110 bash scripts/cache_grid.sh
+#   DATASET=fake EPOCHS=100 CACHE_FLAGS=--compile bash scripts/cache_grid.sh   # seed 003's length
 #
 # Environment: DATASET (digits or fake), EPOCHS (30), TEACHER_MODEL (resnet56) and STUDENT (resnet20), TEACHER (a
 # TEACHER_MODEL best.pt of the data set; default: trained here on digits, random weights on fake), DTYPE of the
-# cache (float16), OUT_DIR (a new temporary folder).
+# cache (float16), CACHE_FLAGS for cache_teacher.py (e.g. --compile, which pays past ~70,000 images), OUT_DIR (a new
+# temporary folder).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 DATASET="${DATASET:-digits}"
 EPOCHS="${EPOCHS:-30}"
 DTYPE="${DTYPE:-float16}"
+read -r -a CACHE_FLAGS <<< "${CACHE_FLAGS:-}"
 TEACHER_MODEL="${TEACHER_MODEL:-resnet56}"
 STUDENT="${STUDENT:-resnet20}"
 OUT_DIR="${OUT_DIR:-$(mktemp -d "${TMPDIR:-/tmp}/cache_grid.XXXXXX")}"
@@ -51,7 +54,7 @@ cell() {  # cell NAME T ALPHA [extra flags]: one kd_st.py run; its top-1 into $O
 
 start=$(now)
 python cache_teacher.py "${DATA[@]}" --teacher "$TEACHER" --epochs "$EPOCHS" --dtype "$DTYPE" --out "$OUT_DIR/cache" \
-  | tail -1
+  ${CACHE_FLAGS[@]+"${CACHE_FLAGS[@]}"} | tail -1
 written=$(elapsed "$start")
 plain=0 cached=$written
 for c in "${GRID[@]}"; do
@@ -60,7 +63,7 @@ for c in "${GRID[@]}"; do
 done
 
 echo
-echo "$DATASET, $TEACHER_MODEL -> $STUDENT, $EPOCHS epochs, 7 kd_st.py runs; cache $DTYPE, $(du -sh "$OUT_DIR/cache" | cut -f1)"
+echo "$DATASET, $TEACHER_MODEL -> $STUDENT, $EPOCHS epochs, 7 kd_st.py runs; cache $DTYPE${CACHE_FLAGS[*]+ ${CACHE_FLAGS[*]}}, $(du -sh "$OUT_DIR/cache" | cut -f1)"
 echo
 echo "| | wall time (s) |"
 echo "|---|---|"
