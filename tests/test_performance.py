@@ -119,3 +119,30 @@ def test_gpu_check_without_a_gpu_says_so_and_its_smoke_run_writes_every_table(tm
     text = (tmp_path / "smoke.md").read_text()
     assert text.count("\n## ") == 4 and "| kd_st.py --teacher-cache |" in text and "| dali (cpu decoding" in text
     assert "JPEG folder / fake data" in text
+
+
+def test_cache_grid_runs_seven_cells_both_ways_and_passes_cache_flags(tmp_path):
+    import os
+    import subprocess
+
+    from conftest import ROOT
+    from common.models import create_model
+    teacher = tmp_path / "resnet20.pt"  # a random teacher: the script times and tabulates, accuracy is not its point
+    torch.save({"model": create_model("resnet20", 10).state_dict(), "model_name": "resnet20", "num_classes": 10,
+                "top1": 0.0}, teacher)
+    env = {**os.environ, "PATH": f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}", "EPOCHS": "1",
+           "TEACHER": str(teacher), "TEACHER_MODEL": "resnet20", "STUDENT": "resnet8", "OUT_DIR": str(tmp_path / "g"),
+           "CACHE_FLAGS": "--dtype float32", "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(["bash", "scripts/cache_grid.sh"], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "cache float16 --dtype float32," in result.stdout  # the flags reach cache_teacher.py, which takes the last
+    assert json.loads((tmp_path / "g/cache/manifest.json").read_text())["dtype"] == "float32"
+    rows = [line for line in result.stdout.splitlines() if line.startswith("| T=")]
+    assert [row.split(" | ")[0] for row in rows] == [f"| T={t} alpha={a}" for t, a in
+                                                       [(1, 0.9), (3, 0.9), (5, 0.9), (10, 0.9), (3, 0.7), (3, 0.6), (3, 0.5)]]
+    assert all(float(v) >= 0 for row in rows for v in row.strip("| ").split(" | ")[1:])
+    speedup = next(line for line in result.stdout.splitlines() if line.startswith("| speed-up |"))
+    assert float(speedup.split("|")[2].strip().rstrip("x")) > 0
+    for name, cache in [("plain", None), ("cached", str(tmp_path / "g/cache"))]:
+        runs = sorted((tmp_path / "g" / name).glob("*/args.json"))
+        assert len(runs) == 7 and all(json.loads(r.read_text())["teacher_cache"] == cache for r in runs)
